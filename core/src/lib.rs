@@ -1,0 +1,22 @@
+//! telegen's sans-IO core.
+//!
+//! Turns wire records from the kernel programs into aggregated telemetry: decoding
+//! ([`record`]), tracepoint layouts ([`tracefs`]), the TCP connection tracker ([`tcp`]),
+//! fixed-capacity tables ([`fixed_map`]), metric series with a cardinality cap ([`metrics`]),
+//! the agent's own counters ([`selfmetrics`]) and the memory budget ([`budget`]).
+//!
+//! Invariants: no syscalls and no clock reads (time is an argument); every table is sized
+//! once at construction and never grows; nothing here panics on input, and nothing on the
+//! per-event path allocates. What this crate does not do: encode, send, or read files.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod budget;
+pub mod fixed_map;
+pub mod metrics;
+pub mod record;
+pub mod selfmetrics;
+pub mod tcp;
+pub mod tracefs;

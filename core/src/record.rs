@@ -1,0 +1,273 @@
+//! Decoding of the records the kernel programs write (layouts in `telegen-common`).
+//!
+//! Validates once, then hands out plain values: the length is checked against the header's
+//! `size` and the kind's fixed size, enumerations are checked against their ranges. Nothing
+//! here trusts a size that came from the ring, and nothing panics on short or odd input.
+
+use telegen_common::{AF_INET, AF_INET6, COMM_LEN, EventHeader, EventKind, TcpEvent, tcp_state};
+
+/// Why a record was rejected. Each is counted as a `decode_error` drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than the fixed header.
+    ShortHeader { len: usize },
+    /// The kind number is not one this build knows.
+    UnknownKind(u32),
+    /// The header's size disagrees with the bytes received or with the kind's layout.
+    SizeMismatch { kind: u32, header: u32, actual: usize },
+    /// An address family other than IPv4 or IPv6.
+    BadFamily(u16),
+    /// A TCP state outside the kernel's range.
+    BadState(u32),
+}
+
+impl core::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::ShortHeader { len } => write!(f, "record of {len} bytes is shorter than a header"),
+            Self::UnknownKind(k) => write!(f, "unknown record kind {k}"),
+            Self::SizeMismatch { kind, header, actual } => {
+                write!(f, "record kind {kind}: header says {header} bytes, got {actual}")
+            }
+            Self::BadFamily(v) => write!(f, "address family {v} is neither IPv4 nor IPv6"),
+            Self::BadState(v) => write!(f, "TCP state {v} out of range"),
+        }
+    }
+}
+
+/// The task that was current when the kernel wrote the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Task {
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+impl Task {
+    /// The command name up to its first NUL, or `""` when it is not UTF-8.
+    pub fn comm_str(&self) -> &str {
+        comm_str(&self.comm)
+    }
+}
+
+/// A kernel command name up to its first NUL, or `""` when it is not UTF-8.
+pub fn comm_str(comm: &[u8; COMM_LEN]) -> &str {
+    let end = comm.iter().position(|b| *b == 0).unwrap_or(COMM_LEN);
+    core::str::from_utf8(&comm[..end]).unwrap_or("")
+}
+
+/// An IP address as the kernel gave it; IPv4 uses the first four bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct IpAddr {
+    pub v6: bool,
+    pub bytes: [u8; 16],
+}
+
+impl core::fmt::Display for IpAddr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.v6 {
+            let mut seg = [0u16; 8];
+            for (i, s) in seg.iter_mut().enumerate() {
+                *s = u16::from_be_bytes([self.bytes[2 * i], self.bytes[2 * i + 1]]);
+            }
+            core::net::Ipv6Addr::from(seg).fmt(f)
+        } else {
+            let b = &self.bytes;
+            core::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).fmt(f)
+        }
+    }
+}
+
+/// A validated TCP record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpRecord {
+    pub kind: EventKind,
+    pub ts_ns: u64,
+    pub task: Task,
+    pub sock: u64,
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub old_state: u32,
+    pub new_state: u32,
+}
+
+/// Every kind of record this build understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    Tcp(TcpRecord),
+}
+
+/// Little cursor over a byte slice whose length has been checked already.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn u16(&self, at: usize) -> u16 {
+        let mut b = [0; 2];
+        b.copy_from_slice(&self.0[at..at + 2]);
+        u16::from_ne_bytes(b)
+    }
+    fn u32(&self, at: usize) -> u32 {
+        let mut b = [0; 4];
+        b.copy_from_slice(&self.0[at..at + 4]);
+        u32::from_ne_bytes(b)
+    }
+    fn u64(&self, at: usize) -> u64 {
+        let mut b = [0; 8];
+        b.copy_from_slice(&self.0[at..at + 8]);
+        u64::from_ne_bytes(b)
+    }
+    fn bytes<const N: usize>(&self, at: usize) -> [u8; N] {
+        let mut b = [0; N];
+        b.copy_from_slice(&self.0[at..at + N]);
+        b
+    }
+}
+
+const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
+
+/// Decodes one record from the ring.
+pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
+    if buf.len() < HEADER_LEN {
+        return Err(DecodeError::ShortHeader { len: buf.len() });
+    }
+    let f = Fields(buf);
+    let kind_raw = f.u32(0);
+    let size = f.u32(4);
+    let kind = EventKind::from_u32(kind_raw).ok_or(DecodeError::UnknownKind(kind_raw))?;
+    let expected = match kind {
+        EventKind::TcpStateChange
+        | EventKind::TcpRetransmit
+        | EventKind::TcpSendReset
+        | EventKind::TcpReceiveReset => core::mem::size_of::<TcpEvent>(),
+    };
+    // The ring may pad a record to 8 bytes; the header's size must still be exact.
+    if size as usize != expected || buf.len() < expected {
+        return Err(DecodeError::SizeMismatch { kind: kind_raw, header: size, actual: buf.len() });
+    }
+    let task = Task { tgid: f.u32(8), tid: f.u32(12), comm: f.bytes::<COMM_LEN>(24) };
+    let ts_ns = f.u64(16);
+    // TcpEvent after the header: sock@40 saddr@48 daddr@64 sport@80 dport@82 family@84
+    // pad@86 old_state@88 new_state@92.
+    let family = f.u16(84);
+    let v6 = match family {
+        AF_INET => false,
+        AF_INET6 => true,
+        other => return Err(DecodeError::BadFamily(other)),
+    };
+    let (old_state, new_state) = (f.u32(88), f.u32(92));
+    for s in [old_state, new_state] {
+        if s >= tcp_state::MAX {
+            return Err(DecodeError::BadState(s));
+        }
+    }
+    Ok(Record::Tcp(TcpRecord {
+        kind,
+        ts_ns,
+        task,
+        sock: f.u64(40),
+        local: IpAddr { v6, bytes: f.bytes::<16>(48) },
+        remote: IpAddr { v6, bytes: f.bytes::<16>(64) },
+        local_port: f.u16(80),
+        remote_port: f.u16(82),
+        old_state,
+        new_state,
+    }))
+}
+
+/// Test and fuzz helper: the wire bytes of a [`TcpEvent`], laid out as the kernel writes them.
+pub fn encode_tcp_event(e: &TcpEvent) -> [u8; core::mem::size_of::<TcpEvent>()] {
+    let mut b = [0u8; core::mem::size_of::<TcpEvent>()];
+    let h = &e.header;
+    b[0..4].copy_from_slice(&h.kind.to_ne_bytes());
+    b[4..8].copy_from_slice(&h.size.to_ne_bytes());
+    b[8..12].copy_from_slice(&h.tgid.to_ne_bytes());
+    b[12..16].copy_from_slice(&h.tid.to_ne_bytes());
+    b[16..24].copy_from_slice(&h.ts_ns.to_ne_bytes());
+    b[24..40].copy_from_slice(&h.comm);
+    b[40..48].copy_from_slice(&e.sock.to_ne_bytes());
+    b[48..64].copy_from_slice(&e.saddr);
+    b[64..80].copy_from_slice(&e.daddr);
+    b[80..82].copy_from_slice(&e.sport.to_ne_bytes());
+    b[82..84].copy_from_slice(&e.dport.to_ne_bytes());
+    b[84..86].copy_from_slice(&e.family.to_ne_bytes());
+    b[88..92].copy_from_slice(&e.old_state.to_ne_bytes());
+    b[92..96].copy_from_slice(&e.new_state.to_ne_bytes());
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    fn sample() -> TcpEvent {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        let mut saddr = [0u8; 16];
+        saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        TcpEvent {
+            header: EventHeader {
+                kind: EventKind::TcpStateChange as u32,
+                size: 96,
+                tgid: 42,
+                tid: 43,
+                ts_ns: 1_000,
+                comm,
+            },
+            sock: 0xffff_8880_0000_1000,
+            saddr,
+            daddr: saddr,
+            sport: 51000,
+            dport: 8080,
+            family: AF_INET,
+            _pad0: 0,
+            old_state: tcp_state::SYN_SENT,
+            new_state: tcp_state::ESTABLISHED,
+        }
+    }
+
+    #[test]
+    fn decodes_a_state_change() {
+        let bytes = encode_tcp_event(&sample());
+        let Ok(Record::Tcp(r)) = decode(&bytes) else { panic!("should decode") };
+        assert_eq!(r.kind, EventKind::TcpStateChange);
+        assert_eq!(r.task.tgid, 42);
+        assert_eq!(r.task.comm_str(), "curl");
+        assert_eq!(r.local.to_string(), "127.0.0.1");
+        assert_eq!((r.local_port, r.remote_port), (51000, 8080));
+        assert_eq!(r.new_state, tcp_state::ESTABLISHED);
+        // Ring records are padded to 8 bytes: trailing bytes are allowed.
+        let mut padded = [0u8; 104];
+        padded[..96].copy_from_slice(&bytes);
+        assert!(decode(&padded).is_ok());
+    }
+
+    #[test]
+    fn rejects_malformed_records() {
+        let good = encode_tcp_event(&sample());
+        for len in 0..good.len() {
+            assert!(decode(&good[..len]).is_err(), "prefix of {len} bytes must be rejected");
+        }
+        let mut e = sample();
+        e.header.kind = 99;
+        assert_eq!(decode(&encode_tcp_event(&e)), Err(DecodeError::UnknownKind(99)));
+        let mut e = sample();
+        e.header.size = 4_000_000_000;
+        assert!(matches!(decode(&encode_tcp_event(&e)), Err(DecodeError::SizeMismatch { .. })));
+        let mut e = sample();
+        e.family = 1;
+        assert_eq!(decode(&encode_tcp_event(&e)), Err(DecodeError::BadFamily(1)));
+        let mut e = sample();
+        e.new_state = 200;
+        assert_eq!(decode(&encode_tcp_event(&e)), Err(DecodeError::BadState(200)));
+    }
+
+    #[test]
+    fn formats_ipv6() {
+        let mut bytes = [0u8; 16];
+        bytes[15] = 1;
+        assert_eq!(IpAddr { v6: true, bytes }.to_string(), "::1");
+    }
+}

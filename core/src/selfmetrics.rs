@@ -1,0 +1,106 @@
+//! The agent's own health: events handled and everything dropped, by reason.
+//!
+//! Every place that gives up on data counts it here; `telegen.agent.dropped{reason}` is the
+//! one metric a user reads to know nothing was lost silently.
+
+use crate::metrics::{Attr, Kind, MetricDesc, MetricSink};
+use telegen_common::KernelDrop;
+
+pub static EVENTS: MetricDesc = MetricDesc {
+    name: "telegen.agent.events",
+    description: "Kernel records the agent decoded and processed.",
+    unit: "{event}",
+    kind: Kind::Counter,
+};
+
+pub static DROPPED: MetricDesc = MetricDesc {
+    name: "telegen.agent.dropped",
+    description: "Items the agent could not deliver, by reason.",
+    unit: "{item}",
+    kind: Kind::Counter,
+};
+
+/// Why something was dropped. The `reason` attribute takes [`DropReason::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The kernel could not reserve room in the event ring.
+    KernelRingFull,
+    /// The kernel could not read a tracepoint field.
+    KernelReadFailed,
+    /// A record from the ring failed validation.
+    DecodeError,
+    /// The connection table was full when a connection opened.
+    ConnTableFull,
+    /// The listener table was full when a socket started listening.
+    ListenerTableFull,
+    /// Data points in a request the collector did not accept (connection, timeout, 5xx).
+    ExportFailed,
+    /// Data points the collector rejected as invalid (4xx).
+    ExportRejected,
+    /// Data points whose batch was pushed out of a full export queue.
+    ExportQueueFull,
+}
+
+impl DropReason {
+    pub const ALL: [Self; 8] = [
+        Self::KernelRingFull,
+        Self::KernelReadFailed,
+        Self::DecodeError,
+        Self::ConnTableFull,
+        Self::ListenerTableFull,
+        Self::ExportFailed,
+        Self::ExportRejected,
+        Self::ExportQueueFull,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::KernelRingFull => KernelDrop::RingFull.reason(),
+            Self::KernelReadFailed => KernelDrop::ReadFailed.reason(),
+            Self::DecodeError => "decode_error",
+            Self::ConnTableFull => "conn_table_full",
+            Self::ListenerTableFull => "listener_table_full",
+            Self::ExportFailed => "export_failed",
+            Self::ExportRejected => "export_rejected",
+            Self::ExportQueueFull => "export_queue_full",
+        }
+    }
+
+    pub const fn from_kernel(k: KernelDrop) -> Self {
+        match k {
+            KernelDrop::RingFull => Self::KernelRingFull,
+            KernelDrop::ReadFailed => Self::KernelReadFailed,
+        }
+    }
+}
+
+/// Counters of the agent's own health.
+#[derive(Debug, Default, Clone)]
+pub struct AgentCounters {
+    pub events: u64,
+    dropped: [u64; DropReason::ALL.len()],
+}
+
+impl AgentCounters {
+    pub fn drop(&mut self, reason: DropReason, n: u64) {
+        self.dropped[reason as usize] = self.dropped[reason as usize].saturating_add(n);
+    }
+
+    /// Sets a count kept elsewhere (the kernel's per-CPU counters, summed).
+    pub fn set(&mut self, reason: DropReason, total: u64) {
+        self.dropped[reason as usize] = total;
+    }
+
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason as usize]
+    }
+
+    /// Reports `telegen.agent.events` and one `telegen.agent.dropped` series per reason.
+    /// Every reason is reported, zero included, so a dashboard sees the series exist.
+    pub fn report(&self, sink: &mut dyn MetricSink) {
+        sink.counter(&EVENTS, &[], self.events);
+        for r in DropReason::ALL {
+            sink.counter(&DROPPED, &[Attr::str("reason", r.as_str())], self.dropped(r));
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The wire contract between telegen's kernel programs and user space.
+//!
+//! Every record a program writes to the event ring starts with [`EventHeader`], whose
+//! [`EventKind`] says which payload follows. Kind ids are stable: a new kind gets a new
+//! number, an old number is never reused. All structs are `#[repr(C)]`, sized in multiples
+//! of 8 bytes, with explicit padding fields so that no byte is left implicit.
+//!
+//! Tracepoint field offsets differ between kernels, so user space reads them from tracefs
+//! `format` files and hands them to the programs as read-only globals ([`TcpTpOffsets`]).
+//!
+//! This crate holds data definitions only: no logic, no allocation, `no_std`.
+#![no_std]
+
+/// Name of the ring buffer map that carries every event.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Name of the per-CPU array that counts what the kernel side could not deliver.
+pub const KERNEL_DROPS_MAP: &str = "KERNEL_DROPS";
+/// Default size in bytes of the event ring (a power of two, a multiple of the page size).
+pub const DEFAULT_RING_BYTES: u32 = 256 * 1024;
+
+/// Stable identifiers of the record kinds.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `sock:inet_sock_set_state` for TCP, payload [`TcpEvent`].
+    TcpStateChange = 1,
+    /// `tcp:tcp_retransmit_skb`, payload [`TcpEvent`] (`old_state` = `new_state` = socket state).
+    TcpRetransmit = 2,
+    /// `tcp:tcp_send_reset`, payload [`TcpEvent`].
+    TcpSendReset = 3,
+    /// `tcp:tcp_receive_reset`, payload [`TcpEvent`].
+    TcpReceiveReset = 4,
+}
+
+impl EventKind {
+    /// Maps a wire value back to a kind; unknown values are `None`.
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::TcpStateChange),
+            2 => Some(Self::TcpRetransmit),
+            3 => Some(Self::TcpSendReset),
+            4 => Some(Self::TcpReceiveReset),
+            _ => None,
+        }
+    }
+}
+
+/// Length of the kernel's task command name, NUL included.
+pub const COMM_LEN: usize = 16;
+
+/// The fixed header of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventHeader {
+    /// An [`EventKind`] value.
+    pub kind: u32,
+    /// Size in bytes of the whole record, header included.
+    pub size: u32,
+    /// Thread group id (the process id user space sees) of the current task.
+    pub tgid: u32,
+    /// Thread id of the current task.
+    pub tid: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// The current task's command name, NUL padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Socket address family values as the kernel reports them.
+pub const AF_INET: u16 = 2;
+/// IPv6 address family.
+pub const AF_INET6: u16 = 10;
+
+/// TCP states as numbered by the kernel (`include/net/tcp_states.h`).
+pub mod tcp_state {
+    pub const ESTABLISHED: u32 = 1;
+    pub const SYN_SENT: u32 = 2;
+    pub const SYN_RECV: u32 = 3;
+    pub const FIN_WAIT1: u32 = 4;
+    pub const FIN_WAIT2: u32 = 5;
+    pub const TIME_WAIT: u32 = 6;
+    pub const CLOSE: u32 = 7;
+    pub const CLOSE_WAIT: u32 = 8;
+    pub const LAST_ACK: u32 = 9;
+    pub const LISTEN: u32 = 10;
+    pub const CLOSING: u32 = 11;
+    pub const NEW_SYN_RECV: u32 = 12;
+    /// One past the highest state the kernel defines.
+    pub const MAX: u32 = 13;
+}
+
+/// One TCP event: a state change, a retransmission or a reset.
+///
+/// Addresses are as the socket sees them: `saddr`/`sport` local, `daddr`/`dport` remote.
+/// IPv4 addresses occupy the first four bytes; the rest are zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpEvent {
+    pub header: EventHeader,
+    /// Kernel address of the `struct sock`: identifies the socket for its lifetime.
+    pub sock: u64,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    pub _pad0: u16,
+    pub old_state: u32,
+    pub new_state: u32,
+}
+
+/// Sentinel offset for a field the running kernel's tracepoint does not have.
+pub const FIELD_ABSENT: u32 = u32::MAX;
+
+/// Byte offsets of the fields the TCP programs read from their tracepoint's record.
+///
+/// One value per attached tracepoint, filled by user space from tracefs. A field the
+/// kernel lacks is [`FIELD_ABSENT`]; the program then leaves the payload field zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpTpOffsets {
+    pub skaddr: u32,
+    pub oldstate: u32,
+    pub newstate: u32,
+    pub sport: u32,
+    pub dport: u32,
+    pub family: u32,
+    pub protocol: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub saddr_v6: u32,
+    pub daddr_v6: u32,
+    /// The socket state (`state` field) of the retransmit and reset tracepoints.
+    pub state: u32,
+    /// 1 when `saddr`/`daddr` hold whole `struct sockaddr_in`/`sockaddr_in6` values (family,
+    /// big-endian port, address) instead of bare addresses, as `tcp_send_reset` has since 6.10.
+    pub sockaddr: u32,
+    pub _pad0: u32,
+}
+
+impl TcpTpOffsets {
+    /// Every field absent: the value a program sees before user space fills it in.
+    pub const ABSENT: Self = Self {
+        skaddr: FIELD_ABSENT,
+        oldstate: FIELD_ABSENT,
+        newstate: FIELD_ABSENT,
+        sport: FIELD_ABSENT,
+        dport: FIELD_ABSENT,
+        family: FIELD_ABSENT,
+        protocol: FIELD_ABSENT,
+        saddr: FIELD_ABSENT,
+        daddr: FIELD_ABSENT,
+        saddr_v6: FIELD_ABSENT,
+        daddr_v6: FIELD_ABSENT,
+        state: FIELD_ABSENT,
+        sockaddr: 0,
+        _pad0: 0,
+    };
+}
+
+/// Why the kernel side could not deliver an event: indexes into [`KERNEL_DROPS_MAP`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelDrop {
+    /// `bpf_ringbuf_reserve` failed: user space is not draining fast enough.
+    RingFull = 0,
+    /// A tracepoint field could not be read.
+    ReadFailed = 1,
+}
+
+/// Number of [`KernelDrop`] reasons, the length of [`KERNEL_DROPS_MAP`].
+pub const KERNEL_DROP_REASONS: u32 = 2;
+
+impl KernelDrop {
+    /// Every reason, in index order.
+    pub const ALL: [Self; KERNEL_DROP_REASONS as usize] = [Self::RingFull, Self::ReadFailed];
+
+    /// The `reason` attribute value of `telegen.agent.dropped`.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::RingFull => "kernel_ring_full",
+            Self::ReadFailed => "kernel_read_failed",
+        }
+    }
+}
+
+// Layout checks: the wire contract must not change by accident.
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 40);
+const _: () = assert!(core::mem::size_of::<TcpEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<TcpTpOffsets>() == 56);
+
+#[cfg(feature = "user")]
+// SAFETY: plain `#[repr(C)]` integers with no padding (checked by the size assertion above).
+unsafe impl aya::Pod for TcpTpOffsets {}
