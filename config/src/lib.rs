@@ -1,1 +1,310 @@
-//! placeholder
+//! telegen's configuration: the model, and how it is read.
+//!
+//! Sources, lowest precedence first: built-in defaults, the TOML file (`--config`), the
+//! standard `OTEL_*` environment variables (with the meaning the OpenTelemetry specification
+//! gives them), then command-line flags. Everything is validated here; a bad value is an
+//! [`Error`] that names its source (file and line, variable, or flag) and what was expected.
+//! This crate reads the one file it is handed and nothing else.
+
+mod cli;
+mod endpoint;
+mod env;
+mod file;
+
+pub use cli::{Command, HELP};
+use cli::parse_args;
+pub use endpoint::{Endpoint, Scheme};
+
+use std::fmt;
+
+/// A configuration error: where it came from and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// `--flag`, `ENV_VAR`, or `file:line:column`.
+    pub source: String,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(source: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { source: source.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.source, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Payload compression of export requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    None,
+}
+
+/// The signals telegen exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl Signal {
+    pub const fn path(self) -> &'static str {
+        match self {
+            Self::Traces => "v1/traces",
+            Self::Metrics => "v1/metrics",
+            Self::Logs => "v1/logs",
+        }
+    }
+}
+
+/// Per-signal export settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalConfig {
+    pub enabled: bool,
+    /// The signal-specific endpoint, used as is (`OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`).
+    pub endpoint: Option<Endpoint>,
+    /// Most items (data points, spans, log records) in one request.
+    pub batch_size: usize,
+    /// Milliseconds between exports (metric interval, span/log schedule delay).
+    pub interval_ms: u64,
+}
+
+/// OTLP exporter settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Otlp {
+    /// The base endpoint; `None` when nothing set one (then console mode exports nothing,
+    /// and otherwise the specification's default `http://localhost:4318` applies).
+    pub endpoint: Option<Endpoint>,
+    /// Extra request headers. Their values are secrets: never logged.
+    pub headers: Vec<(String, String)>,
+    pub compression: Compression,
+    pub timeout_ms: u64,
+}
+
+/// Capacities fixed at start-up; `telegen check` prints the memory they imply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// TCP connection ends tracked at once.
+    pub connections: usize,
+    /// Listening sockets tracked at once.
+    pub listeners: usize,
+    /// Attribute sets per metric before the overflow series.
+    pub series_per_metric: usize,
+    /// Size of the kernel's event ring (a power of two, at least one page).
+    pub ring_buffer_bytes: u32,
+    /// Compressed request bytes waiting for the collector.
+    pub export_queue_bytes: usize,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub console: bool,
+    pub otlp: Otlp,
+    pub metrics: SignalConfig,
+    pub traces: SignalConfig,
+    pub logs: SignalConfig,
+    pub service_name: Option<String>,
+    /// `OTEL_RESOURCE_ATTRIBUTES` and the file's `[service.resource_attributes]`.
+    pub resource_attributes: Vec<(String, String)>,
+    pub limits: Limits,
+}
+
+/// Defaults: one place for each.
+pub mod defaults {
+    pub const ENDPOINT: &str = "http://localhost:4318";
+    pub const TIMEOUT_MS: u64 = 10_000;
+    pub const METRIC_INTERVAL_MS: u64 = 60_000;
+    pub const BSP_SCHEDULE_DELAY_MS: u64 = 5_000;
+    pub const BLRP_SCHEDULE_DELAY_MS: u64 = 1_000;
+    pub const METRICS_BATCH: usize = 2_000;
+    pub const TRACES_BATCH: usize = 512;
+    pub const LOGS_BATCH: usize = 512;
+    pub const CONNECTIONS: usize = 4_096;
+    pub const LISTENERS: usize = 256;
+    pub const SERIES_PER_METRIC: usize = 1_000;
+    pub const RING_BUFFER_BYTES: u32 = telegen_common::DEFAULT_RING_BYTES;
+    pub const EXPORT_QUEUE_BYTES: usize = 1 << 20;
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let signal = |batch_size, interval_ms| SignalConfig {
+            enabled: true,
+            endpoint: None,
+            batch_size,
+            interval_ms,
+        };
+        Self {
+            console: false,
+            otlp: Otlp {
+                endpoint: None,
+                headers: Vec::new(),
+                compression: Compression::Gzip,
+                timeout_ms: defaults::TIMEOUT_MS,
+            },
+            metrics: signal(defaults::METRICS_BATCH, defaults::METRIC_INTERVAL_MS),
+            traces: signal(defaults::TRACES_BATCH, defaults::BSP_SCHEDULE_DELAY_MS),
+            logs: signal(defaults::LOGS_BATCH, defaults::BLRP_SCHEDULE_DELAY_MS),
+            service_name: None,
+            resource_attributes: Vec::new(),
+            limits: Limits {
+                connections: defaults::CONNECTIONS,
+                listeners: defaults::LISTENERS,
+                series_per_metric: defaults::SERIES_PER_METRIC,
+                ring_buffer_bytes: defaults::RING_BUFFER_BYTES,
+                export_queue_bytes: defaults::EXPORT_QUEUE_BYTES,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Where a signal goes, or `None` when it is not exported over OTLP.
+    ///
+    /// A signal-specific endpoint is used as is; the base endpoint gets `v1/<signal>`
+    /// appended to its path, as the specification says. In console mode nothing is exported
+    /// unless an endpoint was set explicitly.
+    pub fn endpoint_for(&self, signal: Signal) -> Option<Endpoint> {
+        let s = match signal {
+            Signal::Traces => &self.traces,
+            Signal::Metrics => &self.metrics,
+            Signal::Logs => &self.logs,
+        };
+        if !s.enabled {
+            return None;
+        }
+        if let Some(e) = &s.endpoint {
+            return Some(e.clone());
+        }
+        let base = match &self.otlp.endpoint {
+            Some(e) => e.clone(),
+            None if self.console => return None,
+            // The default parses: covered by a test.
+            None => Endpoint::parse(defaults::ENDPOINT).ok()?,
+        };
+        Some(base.join_signal(signal.path()))
+    }
+
+    /// Checks values that each source could not check alone.
+    pub fn validate(&self) -> Result<(), Error> {
+        let l = &self.limits;
+        let ring = l.ring_buffer_bytes;
+        if !ring.is_power_of_two() || ring < 4096 {
+            return Err(Error::new(
+                "limits.ring_buffer_bytes",
+                format!("{ring} is not a power of two of at least 4096"),
+            ));
+        }
+        let positive = [
+            ("limits.connections", l.connections),
+            ("limits.listeners", l.listeners),
+            ("limits.series_per_metric", l.series_per_metric),
+            ("limits.export_queue_bytes", l.export_queue_bytes),
+            ("metrics.batch_size", self.metrics.batch_size),
+        ];
+        for (name, v) in positive {
+            if v == 0 || v > 1 << 26 {
+                return Err(Error::new(name, format!("{v} is outside 1..=67108864")));
+            }
+        }
+        if self.metrics.interval_ms < 100 {
+            return Err(Error::new(
+                "metrics.interval_ms",
+                format!("{} ms is below the 100 ms minimum", self.metrics.interval_ms),
+            ));
+        }
+        if self.otlp.timeout_ms == 0 {
+            return Err(Error::new("otlp.timeout_ms", "must be above 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a duration or count given as a whole number.
+pub(crate) fn parse_u64(source: &str, v: &str) -> Result<u64, Error> {
+    v.trim()
+        .parse()
+        .map_err(|_| Error::new(source, format!("expected a whole number, got {v:?}")))
+}
+
+/// Percent-decodes a `W3C Baggage`-style value, as the OTel specification asks for
+/// `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_RESOURCE_ATTRIBUTES`.
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Parses `key=value,key2=value2` lists with percent-decoded values.
+pub(crate) fn parse_kv_list(source: &str, v: &str) -> Result<Vec<(String, String)>, Error> {
+    let mut out = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((k, val)) = item.split_once('=') else {
+            return Err(Error::new(source, format!("expected key=value, got {:?}", redact(item))));
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(Error::new(source, "empty key"));
+        }
+        let Some(val) = percent_decode(val.trim()) else {
+            return Err(Error::new(source, format!("bad percent-encoding in the value of {k:?}")));
+        };
+        out.push((k.to_string(), val));
+    }
+    Ok(out)
+}
+
+/// Shows the key of a `key=value` item and hides the value: header values are secrets.
+fn redact(item: &str) -> String {
+    match item.split_once('=') {
+        Some((k, _)) => format!("{k}=<redacted>"),
+        None => String::from("<redacted>"),
+    }
+}
+
+/// Builds the configuration from every source. `env` looks a variable up; `args` excludes
+/// the program name.
+pub fn load(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Command, Error> {
+    let parsed = parse_args(args)?;
+    let (mut config, overrides) = match parsed {
+        cli::Parsed::Help => return Ok(Command::Help),
+        cli::Parsed::Version => return Ok(Command::Version),
+        cli::Parsed::Run(o) | cli::Parsed::Check(o) => {
+            let mut c = Config::default();
+            if let Some(path) = &o.config {
+                file::apply(&mut c, path)?;
+            }
+            env::apply(&mut c, env)?;
+            (c, o)
+        }
+    };
+    let check = overrides.check;
+    overrides.apply(&mut config)?;
+    config.validate()?;
+    Ok(if check { Command::Check(config) } else { Command::Run(config) })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+//! Command-line flags (lexopt). Flags override the environment and the file.
+
+use crate::endpoint::parse_from;
+use crate::{Config, Error, parse_u64};
+use lexopt::{Arg, Parser, ValueExt};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Run(Config),
+    Check(Config),
+    Help,
+    Version,
+}
+
+pub const HELP: &str = "\
+telegen — a tiny eBPF observability agent for edge Linux
+
+Usage: telegen [check] [OPTIONS]
+
+Commands:
+  (none)                    run the agent
+  check                     preflight: kernel features, privileges, memory budget
+
+Options:
+  -c, --config FILE         TOML configuration file
+      --console             print every exported signal on stdout (OTLP export only
+                            when an endpoint is set explicitly)
+      --otlp-endpoint URL   base OTLP/HTTP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT)
+      --metric-interval MS  metric export interval in ms (OTEL_METRIC_EXPORT_INTERVAL)
+      --service-name NAME   service.name of the agent's own resource (OTEL_SERVICE_NAME)
+  -h, --help                print this help
+  -V, --version             print the version
+
+Precedence: flags > OTEL_* environment > config file > defaults.
+";
+
+/// Flags that override the other sources, applied last.
+#[derive(Debug, Default)]
+pub(crate) struct Overrides {
+    pub check: bool,
+    pub config: Option<PathBuf>,
+    console: bool,
+    endpoint: Option<String>,
+    metric_interval: Option<String>,
+    service_name: Option<String>,
+}
+
+pub(crate) enum Parsed {
+    Run(Overrides),
+    Check(Overrides),
+    Help,
+    Version,
+}
+
+fn flag_err(flag: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(flag, e.to_string())
+}
+
+/// Parses the arguments (without the program name).
+pub(crate) fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Error> {
+    let mut p = Parser::from_args(args);
+    let mut o = Overrides::default();
+    let mut first = true;
+    while let Some(arg) = p.next().map_err(|e| flag_err("arguments", e))? {
+        let value = |p: &mut Parser, flag: &str| -> Result<String, Error> {
+            p.value()
+                .map_err(|e| flag_err(flag, e))?
+                .string()
+                .map_err(|e| flag_err(flag, e))
+        };
+        match arg {
+            Arg::Short('h') | Arg::Long("help") => return Ok(Parsed::Help),
+            Arg::Short('V') | Arg::Long("version") => return Ok(Parsed::Version),
+            Arg::Short('c') | Arg::Long("config") => {
+                o.config = Some(PathBuf::from(value(&mut p, "--config")?));
+            }
+            Arg::Long("console") => o.console = true,
+            Arg::Long("otlp-endpoint") => o.endpoint = Some(value(&mut p, "--otlp-endpoint")?),
+            Arg::Long("metric-interval") => {
+                o.metric_interval = Some(value(&mut p, "--metric-interval")?);
+            }
+            Arg::Long("service-name") => o.service_name = Some(value(&mut p, "--service-name")?),
+            Arg::Value(v) if first && v == "check" => o.check = true,
+            Arg::Value(v) => {
+                return Err(Error::new(
+                    "arguments",
+                    format!("unexpected {:?}; the only command is `check` (see --help)", v),
+                ));
+            }
+            other => {
+                return Err(Error::new("arguments", format!("{}; see --help", other.unexpected())));
+            }
+        }
+        first = false;
+    }
+    Ok(if o.check { Parsed::Check(o) } else { Parsed::Run(o) })
+}
+
+impl Overrides {
+    pub(crate) fn apply(self, c: &mut Config) -> Result<(), Error> {
+        if self.console {
+            c.console = true;
+        }
+        if let Some(v) = self.endpoint {
+            c.otlp.endpoint = Some(parse_from("--otlp-endpoint", &v)?);
+        }
+        if let Some(v) = self.metric_interval {
+            c.metrics.interval_ms = parse_u64("--metric-interval", &v)?;
+        }
+        if let Some(v) = self.service_name {
+            c.service_name = Some(v);
+        }
+        Ok(())
+    }
+}
