@@ -1,0 +1,49 @@
+//! Protobuf encoding and gzip of export requests, into buffers that are reused.
+
+use flate2::{Compression, write::GzEncoder};
+use prost::Message;
+use std::io::Write;
+
+/// Encodes messages; keeps its scratch buffer between calls.
+#[derive(Default)]
+pub struct Encoder {
+    proto: Vec<u8>,
+}
+
+impl Encoder {
+    /// Encodes `msg` into `out` (cleared first), gzipped when `gzip` is set.
+    pub fn encode<M: Message>(&mut self, msg: &M, gzip: bool, out: &mut Vec<u8>) {
+        out.clear();
+        if !gzip {
+            // Encoding into a Vec cannot run out of room.
+            let _ = msg.encode(out);
+            return;
+        }
+        self.proto.clear();
+        let _ = msg.encode(&mut self.proto);
+        let mut gz = GzEncoder::new(std::mem::take(out), Compression::default());
+        // Writing into a Vec cannot fail.
+        let _ = gz.write_all(&self.proto);
+        *out = gz.finish().unwrap_or_default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::read::GzDecoder;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use std::io::Read;
+
+    #[test]
+    fn gzip_round_trips() {
+        let msg = ExportMetricsServiceRequest::default();
+        let mut e = Encoder::default();
+        let mut out = Vec::new();
+        e.encode(&msg, true, &mut out);
+        assert_eq!(&out[..2], &[0x1f, 0x8b], "gzip magic");
+        let mut plain = Vec::new();
+        GzDecoder::new(&out[..]).read_to_end(&mut plain).unwrap();
+        assert_eq!(ExportMetricsServiceRequest::decode(&plain[..]).unwrap(), msg);
+    }
+}
