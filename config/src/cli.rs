@@ -87,16 +87,26 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Par
             Arg::Value(v) => {
                 return Err(Error::new(
                     "arguments",
-                    format!("unexpected {:?}; the only command is `check` (see --help)", v),
+                    format!(
+                        "unexpected {:?}; the only command is `check` (see --help)",
+                        v
+                    ),
                 ));
             }
             other => {
-                return Err(Error::new("arguments", format!("{}; see --help", other.unexpected())));
+                return Err(Error::new(
+                    "arguments",
+                    format!("{}; see --help", other.unexpected()),
+                ));
             }
         }
         first = false;
     }
-    Ok(if o.check { Parsed::Check(o) } else { Parsed::Run(o) })
+    Ok(if o.check {
+        Parsed::Check(o)
+    } else {
+        Parsed::Run(o)
+    })
 }
 
 impl Overrides {

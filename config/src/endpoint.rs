@@ -34,10 +34,14 @@ impl Endpoint {
             None => (rest, "/"),
         };
         if path.contains(['?', '#']) {
-            return Err(format!("{url:?}: query strings and fragments are not supported"));
+            return Err(format!(
+                "{url:?}: query strings and fragments are not supported"
+            ));
         }
         if authority.contains('@') {
-            return Err(format!("{url:?}: credentials in the URL are not supported; use headers"));
+            return Err(format!(
+                "{url:?}: credentials in the URL are not supported; use headers"
+            ));
         }
         let default_port = match scheme {
             Scheme::Http => 80,
@@ -62,7 +66,12 @@ impl Endpoint {
         if host.is_empty() {
             return Err(format!("{url:?} has no host"));
         }
-        Ok(Self { scheme, host: host.to_string(), port, path: path.to_string() })
+        Ok(Self {
+            scheme,
+            host: host.to_string(),
+            port,
+            path: path.to_string(),
+        })
     }
 
     /// The base endpoint with `v1/<signal>` appended to its path.
@@ -76,12 +85,20 @@ impl Endpoint {
 
     /// The Host header value.
     pub fn authority(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         let default = matches!(
             (self.scheme, self.port),
             (Scheme::Http, 80) | (Scheme::Https, 443)
         );
-        if default { host } else { format!("{host}:{}", self.port) }
+        if default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
     }
 }
 
@@ -97,7 +114,9 @@ impl std::fmt::Display for Endpoint {
 
 fn parse_port(url: &str, p: &str) -> Result<u16, String> {
     match p.parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("{url:?}: port {p:?} is not a number from 1 to 65535")),
+        Ok(0) | Err(_) => Err(format!(
+            "{url:?}: port {p:?} is not a number from 1 to 65535"
+        )),
         Ok(n) => Ok(n),
     }
 }

@@ -34,7 +34,8 @@ pub(crate) fn apply(c: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> Res
         c.service_name = Some(v.trim().to_string());
     }
     if let Some(v) = get("OTEL_RESOURCE_ATTRIBUTES") {
-        c.resource_attributes.extend(parse_kv_list("OTEL_RESOURCE_ATTRIBUTES", &v)?);
+        c.resource_attributes
+            .extend(parse_kv_list("OTEL_RESOURCE_ATTRIBUTES", &v)?);
     }
     for (var, slot) in [
         ("OTEL_METRIC_EXPORT_INTERVAL", &mut c.metrics.interval_ms),
@@ -52,7 +53,10 @@ pub(crate) fn compression(source: &str, v: &str) -> Result<Compression, Error> {
     match v.trim() {
         "gzip" => Ok(Compression::Gzip),
         "none" => Ok(Compression::None),
-        other => Err(Error::new(source, format!("expected gzip or none, got {other:?}"))),
+        other => Err(Error::new(
+            source,
+            format!("expected gzip or none, got {other:?}"),
+        )),
     }
 }
 
@@ -65,6 +69,9 @@ pub(crate) fn protocol(source: &str, v: &str) -> Result<(), Error> {
             "grpc is not supported: telegen speaks OTLP/HTTP; point it at the collector's \
              HTTP port (4318) with http/protobuf",
         )),
-        other => Err(Error::new(source, format!("expected http/protobuf, got {other:?}"))),
+        other => Err(Error::new(
+            source,
+            format!("expected http/protobuf, got {other:?}"),
+        )),
     }
 }

@@ -74,7 +74,10 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
 pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Error> {
     let f: File = toml::from_str(text).map_err(|e| {
         let (line, col) = e.span().map_or((1, 1), |s| line_col(text, s.start));
-        Error::new(format!("{name}:{line}:{col}"), e.message().trim().to_string())
+        Error::new(
+            format!("{name}:{line}:{col}"),
+            e.message().trim().to_string(),
+        )
     })?;
     let key = |k: &str| format!("{name}: {k}");
     if let Some(v) = f.console {

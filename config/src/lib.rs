@@ -11,8 +11,8 @@ mod endpoint;
 mod env;
 mod file;
 
-pub use cli::{Command, HELP};
 use cli::parse_args;
+pub use cli::{Command, HELP};
 pub use endpoint::{Endpoint, Scheme};
 
 use std::fmt;
@@ -27,7 +27,10 @@ pub struct Error {
 
 impl Error {
     pub fn new(source: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { source: source.into(), message: message.into() }
+        Self {
+            source: source.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -218,7 +221,10 @@ impl Config {
         if self.metrics.interval_ms < 100 {
             return Err(Error::new(
                 "metrics.interval_ms",
-                format!("{} ms is below the 100 ms minimum", self.metrics.interval_ms),
+                format!(
+                    "{} ms is below the 100 ms minimum",
+                    self.metrics.interval_ms
+                ),
             ));
         }
         if self.otlp.timeout_ms == 0 {
@@ -259,14 +265,20 @@ pub(crate) fn parse_kv_list(source: &str, v: &str) -> Result<Vec<(String, String
     let mut out = Vec::new();
     for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let Some((k, val)) = item.split_once('=') else {
-            return Err(Error::new(source, format!("expected key=value, got {:?}", redact(item))));
+            return Err(Error::new(
+                source,
+                format!("expected key=value, got {:?}", redact(item)),
+            ));
         };
         let k = k.trim();
         if k.is_empty() {
             return Err(Error::new(source, "empty key"));
         }
         let Some(val) = percent_decode(val.trim()) else {
-            return Err(Error::new(source, format!("bad percent-encoding in the value of {k:?}")));
+            return Err(Error::new(
+                source,
+                format!("bad percent-encoding in the value of {k:?}"),
+            ));
         };
         out.push((k.to_string(), val));
     }
@@ -303,7 +315,11 @@ pub fn load(
     let check = overrides.check;
     overrides.apply(&mut config)?;
     config.validate()?;
-    Ok(if check { Command::Check(config) } else { Command::Run(config) })
+    Ok(if check {
+        Command::Check(config)
+    } else {
+        Command::Run(config)
+    })
 }
 
 #[cfg(test)]

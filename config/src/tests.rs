@@ -3,8 +3,10 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Command, Error> {
-    let env: HashMap<String, String> =
-        env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     load(args.iter().map(OsString::from), &|k| env.get(k).cloned())
 }
 
@@ -38,25 +40,40 @@ fn signal_endpoints_are_used_as_is_and_base_endpoints_get_the_path() {
     let c = config(
         &[],
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318/otlp/"),
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://[::1]:9000/custom"),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://collector:4318/otlp/",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://[::1]:9000/custom",
+            ),
         ],
     );
     let m = c.endpoint_for(Signal::Metrics).unwrap();
     assert_eq!(m.to_string(), "https://collector:4318/otlp/v1/metrics");
     assert_eq!(m.scheme, Scheme::Https);
     let t = c.endpoint_for(Signal::Traces).unwrap();
-    assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("::1", 9000, "/custom"));
+    assert_eq!(
+        (t.host.as_str(), t.port, t.path.as_str()),
+        ("::1", 9000, "/custom")
+    );
     assert_eq!(t.authority(), "[::1]:9000");
     let d = Endpoint::parse("http://h").unwrap();
-    assert_eq!((d.port, d.join_signal("v1/logs").path.as_str()), (80, "/v1/logs"));
+    assert_eq!(
+        (d.port, d.join_signal("v1/logs").path.as_str()),
+        (80, "/v1/logs")
+    );
 }
 
 #[test]
 fn console_mode_exports_only_to_an_explicit_endpoint() {
     let c = config(&["--console"], &[]);
     assert_eq!(c.endpoint_for(Signal::Metrics), None);
-    let c = config(&["--console", "--otlp-endpoint", "http://127.0.0.1:1234"], &[]);
+    let c = config(
+        &["--console", "--otlp-endpoint", "http://127.0.0.1:1234"],
+        &[],
+    );
     assert_eq!(c.endpoint_for(Signal::Metrics).unwrap().port, 1234);
 }
 
@@ -65,14 +82,23 @@ fn env_headers_and_resource_attributes_are_percent_decoded() {
     let c = config(
         &[],
         &[
-            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=se%20cret, x-tenant=a%2Cb"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=edge,rack=r%3D1"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=se%20cret, x-tenant=a%2Cb",
+            ),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=edge,rack=r%3D1",
+            ),
             ("OTEL_SERVICE_NAME", "gateway"),
         ],
     );
     assert_eq!(
         c.otlp.headers,
-        vec![("api-key".into(), "se cret".into()), ("x-tenant".into(), "a,b".into())]
+        vec![
+            ("api-key".into(), "se cret".into()),
+            ("x-tenant".into(), "a,b".into())
+        ]
     );
     assert_eq!(c.resource_attributes[1], ("rack".into(), "r=1".into()));
     assert_eq!(c.service_name.as_deref(), Some("gateway"));
@@ -87,11 +113,24 @@ fn precedence_is_cli_over_env_over_file() {
     let c = config(&["-c", &f], &[]);
     assert_eq!(c.otlp.endpoint.as_ref().unwrap().host, "file");
     assert_eq!((c.metrics.interval_ms, c.metrics.batch_size), (1000, 7));
-    let c = config(&["-c", &f], &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:2")]);
+    let c = config(
+        &["-c", &f],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:2")],
+    );
     assert_eq!(c.otlp.endpoint.as_ref().unwrap().host, "env");
     let c = config(
-        &["-c", &f, "--otlp-endpoint", "http://cli:3", "--metric-interval", "500"],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:2"), ("OTEL_METRIC_EXPORT_INTERVAL", "900")],
+        &[
+            "-c",
+            &f,
+            "--otlp-endpoint",
+            "http://cli:3",
+            "--metric-interval",
+            "500",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:2"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "900"),
+        ],
     );
     assert_eq!(c.otlp.endpoint.as_ref().unwrap().host, "cli");
     assert_eq!(c.metrics.interval_ms, 500);
@@ -99,11 +138,17 @@ fn precedence_is_cli_over_env_over_file() {
 
 #[test]
 fn file_errors_name_the_file_line_and_what_was_expected() {
-    let f = write("bad.toml", "[otlp]\nendpoint = \"http://x\"\n\n[limits]\nconections = 5\n");
+    let f = write(
+        "bad.toml",
+        "[otlp]\nendpoint = \"http://x\"\n\n[limits]\nconections = 5\n",
+    );
     let e = run(&["--config", &f], &[]).unwrap_err();
     assert!(e.source.ends_with("bad.toml:5:1"), "{e}");
     assert!(e.message.contains("unknown field `conections`"), "{e}");
-    assert!(e.message.contains("connections"), "lists what is expected: {e}");
+    assert!(
+        e.message.contains("connections"),
+        "lists what is expected: {e}"
+    );
 
     let f = write("type.toml", "[metrics]\ninterval_ms = \"soon\"\n");
     let e = run(&["--config", &f], &[]).unwrap_err();
@@ -134,8 +179,14 @@ fn bad_values_are_refused_with_their_source() {
 
 #[test]
 fn header_values_never_appear_in_errors() {
-    let e = run(&[], &[("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%ZZtopsecret")])
-        .unwrap_err();
+    let e = run(
+        &[],
+        &[(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "authorization=Bearer%ZZtopsecret",
+        )],
+    )
+    .unwrap_err();
     assert!(!e.to_string().contains("topsecret"), "{e}");
     let e = run(&[], &[("OTEL_EXPORTER_OTLP_HEADERS", "Bearer topsecret")]).unwrap_err();
     assert!(!e.to_string().contains("topsecret"), "{e}");

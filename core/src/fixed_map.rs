@@ -48,7 +48,11 @@ impl<K: Hash + Eq, V> FixedMap<K, V> {
         let n = Self::slot_count(capacity);
         let mut slots = Vec::with_capacity(n);
         slots.resize_with(n, || None);
-        Self { slots, len: 0, capacity }
+        Self {
+            slots,
+            len: 0,
+            capacity,
+        }
     }
 
     /// Slots used for a given capacity (what the memory budget counts).
@@ -90,7 +94,9 @@ impl<K: Hash + Eq, V> FixedMap<K, V> {
     }
 
     pub fn get(&self, k: &K) -> Option<&V> {
-        self.find(k).ok().and_then(|i| self.slots[i].as_ref().map(|(_, v)| v))
+        self.find(k)
+            .ok()
+            .and_then(|i| self.slots[i].as_ref().map(|(_, v)| v))
     }
 
     pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
@@ -163,7 +169,9 @@ impl<K: Hash + Eq, V> FixedMap<K, V> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.slots.iter().filter_map(|s| s.as_ref().map(|(k, v)| (k, v)))
+        self.slots
+            .iter()
+            .filter_map(|s| s.as_ref().map(|(k, v)| (k, v)))
     }
 
     /// Removes every entry for which `keep` returns false.

@@ -52,13 +52,22 @@ impl Attr {
                 break;
             }
         }
-        Self { key, value: AttrValue::Str(s) }
+        Self {
+            key,
+            value: AttrValue::Str(s),
+        }
     }
     pub fn int(key: &'static str, v: i64) -> Self {
-        Self { key, value: AttrValue::Int(v) }
+        Self {
+            key,
+            value: AttrValue::Int(v),
+        }
     }
     pub fn bool(key: &'static str, v: bool) -> Self {
-        Self { key, value: AttrValue::Bool(v) }
+        Self {
+            key,
+            value: AttrValue::Bool(v),
+        }
     }
 }
 
@@ -99,7 +108,11 @@ impl Histogram {
 
     /// Records one value. Buckets are upper-inclusive, as OTLP defines them.
     pub fn record(&mut self, v: f64) {
-        let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
         self.counts[i] += 1;
         self.count += 1;
         self.sum += v;
@@ -146,7 +159,12 @@ pub struct Series<K, V> {
 
 impl<K: Hash + Eq + Attributes, V: Point> Series<K, V> {
     pub fn new(desc: &'static MetricDesc, cap: usize, make: fn() -> V) -> Self {
-        Self { desc, map: FixedMap::with_capacity(cap), overflow: None, make }
+        Self {
+            desc,
+            map: FixedMap::with_capacity(cap),
+            overflow: None,
+            make,
+        }
     }
 
     /// Bytes the series table takes for a given cap.
@@ -202,8 +220,12 @@ mod tests {
         }
     }
 
-    static DESC: MetricDesc =
-        MetricDesc { name: "t", description: "", unit: "1", kind: Kind::Counter };
+    static DESC: MetricDesc = MetricDesc {
+        name: "t",
+        description: "",
+        unit: "1",
+        kind: Kind::Counter,
+    };
     static BOUNDS: [f64; 3] = [1.0, 2.0, 5.0];
 
     #[derive(Default)]

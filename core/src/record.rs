@@ -14,7 +14,11 @@ pub enum DecodeError {
     /// The kind number is not one this build knows.
     UnknownKind(u32),
     /// The header's size disagrees with the bytes received or with the kind's layout.
-    SizeMismatch { kind: u32, header: u32, actual: usize },
+    SizeMismatch {
+        kind: u32,
+        header: u32,
+        actual: usize,
+    },
     /// An address family other than IPv4 or IPv6.
     BadFamily(u16),
     /// A TCP state outside the kernel's range.
@@ -24,10 +28,19 @@ pub enum DecodeError {
 impl core::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::ShortHeader { len } => write!(f, "record of {len} bytes is shorter than a header"),
+            Self::ShortHeader { len } => {
+                write!(f, "record of {len} bytes is shorter than a header")
+            }
             Self::UnknownKind(k) => write!(f, "unknown record kind {k}"),
-            Self::SizeMismatch { kind, header, actual } => {
-                write!(f, "record kind {kind}: header says {header} bytes, got {actual}")
+            Self::SizeMismatch {
+                kind,
+                header,
+                actual,
+            } => {
+                write!(
+                    f,
+                    "record kind {kind}: header says {header} bytes, got {actual}"
+                )
             }
             Self::BadFamily(v) => write!(f, "address family {v} is neither IPv4 nor IPv6"),
             Self::BadState(v) => write!(f, "TCP state {v} out of range"),
@@ -144,9 +157,17 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
     };
     // The ring may pad a record to 8 bytes; the header's size must still be exact.
     if size as usize != expected || buf.len() < expected {
-        return Err(DecodeError::SizeMismatch { kind: kind_raw, header: size, actual: buf.len() });
+        return Err(DecodeError::SizeMismatch {
+            kind: kind_raw,
+            header: size,
+            actual: buf.len(),
+        });
     }
-    let task = Task { tgid: f.u32(8), tid: f.u32(12), comm: f.bytes::<COMM_LEN>(24) };
+    let task = Task {
+        tgid: f.u32(8),
+        tid: f.u32(12),
+        comm: f.bytes::<COMM_LEN>(24),
+    };
     let ts_ns = f.u64(16);
     // TcpEvent after the header: sock@40 saddr@48 daddr@64 sport@80 dport@82 family@84
     // pad@86 old_state@88 new_state@92.
@@ -167,8 +188,14 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
         ts_ns,
         task,
         sock: f.u64(40),
-        local: IpAddr { v6, bytes: f.bytes::<16>(48) },
-        remote: IpAddr { v6, bytes: f.bytes::<16>(64) },
+        local: IpAddr {
+            v6,
+            bytes: f.bytes::<16>(48),
+        },
+        remote: IpAddr {
+            v6,
+            bytes: f.bytes::<16>(64),
+        },
         local_port: f.u16(80),
         remote_port: f.u16(82),
         old_state,
@@ -231,7 +258,9 @@ mod tests {
     #[test]
     fn decodes_a_state_change() {
         let bytes = encode_tcp_event(&sample());
-        let Ok(Record::Tcp(r)) = decode(&bytes) else { panic!("should decode") };
+        let Ok(Record::Tcp(r)) = decode(&bytes) else {
+            panic!("should decode")
+        };
         assert_eq!(r.kind, EventKind::TcpStateChange);
         assert_eq!(r.task.tgid, 42);
         assert_eq!(r.task.comm_str(), "curl");
@@ -248,20 +277,35 @@ mod tests {
     fn rejects_malformed_records() {
         let good = encode_tcp_event(&sample());
         for len in 0..good.len() {
-            assert!(decode(&good[..len]).is_err(), "prefix of {len} bytes must be rejected");
+            assert!(
+                decode(&good[..len]).is_err(),
+                "prefix of {len} bytes must be rejected"
+            );
         }
         let mut e = sample();
         e.header.kind = 99;
-        assert_eq!(decode(&encode_tcp_event(&e)), Err(DecodeError::UnknownKind(99)));
+        assert_eq!(
+            decode(&encode_tcp_event(&e)),
+            Err(DecodeError::UnknownKind(99))
+        );
         let mut e = sample();
         e.header.size = 4_000_000_000;
-        assert!(matches!(decode(&encode_tcp_event(&e)), Err(DecodeError::SizeMismatch { .. })));
+        assert!(matches!(
+            decode(&encode_tcp_event(&e)),
+            Err(DecodeError::SizeMismatch { .. })
+        ));
         let mut e = sample();
         e.family = 1;
-        assert_eq!(decode(&encode_tcp_event(&e)), Err(DecodeError::BadFamily(1)));
+        assert_eq!(
+            decode(&encode_tcp_event(&e)),
+            Err(DecodeError::BadFamily(1))
+        );
         let mut e = sample();
         e.new_state = 200;
-        assert_eq!(decode(&encode_tcp_event(&e)), Err(DecodeError::BadState(200)));
+        assert_eq!(
+            decode(&encode_tcp_event(&e)),
+            Err(DecodeError::BadState(200))
+        );
     }
 
     #[test]

@@ -100,7 +100,11 @@ impl AgentCounters {
     pub fn report(&self, sink: &mut dyn MetricSink) {
         sink.counter(&EVENTS, &[], self.events);
         for r in DropReason::ALL {
-            sink.counter(&DROPPED, &[Attr::str("reason", r.as_str())], self.dropped(r));
+            sink.counter(
+                &DROPPED,
+                &[Attr::str("reason", r.as_str())],
+                self.dropped(r),
+            );
         }
     }
 }

@@ -93,7 +93,10 @@ impl Attributes for ConnKey {
         }
         if self.process.pid != 0 {
             let _ = out.push(Attr::int("process.pid", i64::from(self.process.pid)));
-            let _ = out.push(Attr::str("process.executable.name", comm_str(&self.process.comm)));
+            let _ = out.push(Attr::str(
+                "process.executable.name",
+                comm_str(&self.process.comm),
+            ));
         }
     }
 }
@@ -172,7 +175,11 @@ impl TcpTracker {
 
     /// Records a listener that existed before the agent started (from /proc).
     pub fn seed_listener(&mut self, port: u16, process: Process, drops: &mut AgentCounters) {
-        if self.listeners.insert(port, Listener { sock: 0, process }).is_err() {
+        if self
+            .listeners
+            .insert(port, Listener { sock: 0, process })
+            .is_err()
+        {
             drops.drop(DropReason::ListenerTableFull, 1);
         }
     }
@@ -199,7 +206,10 @@ impl TcpTracker {
     }
 
     fn process_of(r: &TcpRecord) -> Process {
-        Process { pid: r.task.tgid, comm: r.task.comm }
+        Process {
+            pid: r.task.tgid,
+            comm: r.task.comm,
+        }
     }
 
     /// The series of a socket seen outside a state change: tracked, or guessed from ports.
@@ -226,7 +236,10 @@ impl TcpTracker {
     fn on_state_change(&mut self, r: &TcpRecord, drops: &mut AgentCounters) {
         match r.new_state {
             tcp_state::LISTEN => {
-                let l = Listener { sock: r.sock, process: Self::process_of(r) };
+                let l = Listener {
+                    sock: r.sock,
+                    process: Self::process_of(r),
+                };
                 if self.listeners.insert(r.local_port, l).is_err() {
                     drops.drop(DropReason::ListenerTableFull, 1);
                 }
@@ -238,7 +251,17 @@ impl TcpTracker {
                     server_port: r.remote_port,
                     process: Self::process_of(r),
                 };
-                if self.conns.insert(r.sock, Conn { key, established_ns: 0 }).is_err() {
+                if self
+                    .conns
+                    .insert(
+                        r.sock,
+                        Conn {
+                            key,
+                            established_ns: 0,
+                        },
+                    )
+                    .is_err()
+                {
                     drops.drop(DropReason::ConnTableFull, 1);
                 }
             }
@@ -268,7 +291,10 @@ impl TcpTracker {
                     }
                 };
                 *self.opened.point(key).0 += 1;
-                let conn = Conn { key, established_ns: r.ts_ns };
+                let conn = Conn {
+                    key,
+                    established_ns: r.ts_ns,
+                };
                 if self.conns.insert(r.sock, conn).is_err() {
                     drops.drop(DropReason::ConnTableFull, 1);
                 }
@@ -310,13 +336,21 @@ mod tests {
     use alloc::{string::String, vec::Vec};
 
     fn limits() -> TcpLimits {
-        TcpLimits { connections: 8, listeners: 4, series_per_metric: 16 }
+        TcpLimits {
+            connections: 8,
+            listeners: 4,
+            series_per_metric: 16,
+        }
     }
 
     fn task(pid: u32, name: &str) -> Task {
         let mut comm = [0; COMM_LEN];
         comm[..name.len()].copy_from_slice(name.as_bytes());
-        Task { tgid: pid, tid: pid, comm }
+        Task {
+            tgid: pid,
+            tid: pid,
+            comm,
+        }
     }
 
     fn lo() -> IpAddr {
@@ -326,7 +360,16 @@ mod tests {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn rec(kind: EventKind, ts: u64, t: Task, sock: u64, lp: u16, rp: u16, old: u32, new: u32) -> TcpRecord {
+    fn rec(
+        kind: EventKind,
+        ts: u64,
+        t: Task,
+        sock: u64,
+        lp: u16,
+        rp: u16,
+        old: u32,
+        new: u32,
+    ) -> TcpRecord {
         TcpRecord {
             kind,
             ts_ns: ts,
@@ -364,34 +407,67 @@ mod tests {
             })
             .collect()
     }
-    fn find<'a>(p: &'a Points, name: &str, side: &str) -> Option<&'a (String, Vec<(String, String)>, u64)> {
+    fn find<'a>(
+        p: &'a Points,
+        name: &str,
+        side: &str,
+    ) -> Option<&'a (String, Vec<(String, String)>, u64)> {
         p.0.iter().find(|(n, a, _)| {
-            n == name && a.iter().any(|(k, v)| k == "telegen.connection.side" && v == side)
+            n == name
+                && a.iter()
+                    .any(|(k, v)| k == "telegen.connection.side" && v == side)
         })
     }
 
     #[test]
     fn pairs_both_ends_and_attributes_them_to_their_processes() {
-        use tcp_state::*;
         use EventKind::TcpStateChange as S;
+        use tcp_state::*;
         let mut t = TcpTracker::new(limits());
         let mut d = AgentCounters::default();
         let server = task(100, "nginx");
         let client = task(200, "curl");
         t.on_record(&rec(S, 1, server, 0x10, 8080, 0, CLOSE, LISTEN), &mut d);
-        t.on_record(&rec(S, 2, client, 0x20, 40000, 8080, CLOSE, SYN_SENT), &mut d);
+        t.on_record(
+            &rec(S, 2, client, 0x20, 40000, 8080, CLOSE, SYN_SENT),
+            &mut d,
+        );
         // Softirq context: the current task is whoever ran, here the client.
-        t.on_record(&rec(S, 3, client, 0x30, 8080, 40000, SYN_RECV, ESTABLISHED), &mut d);
-        t.on_record(&rec(S, 4, client, 0x20, 40000, 8080, SYN_SENT, ESTABLISHED), &mut d);
-        t.on_record(&rec(S, 1_000_000_004, client, 0x20, 40000, 8080, FIN_WAIT2, CLOSE), &mut d);
-        t.on_record(&rec(S, 2_000_000_003, server, 0x30, 8080, 40000, LAST_ACK, CLOSE), &mut d);
+        t.on_record(
+            &rec(S, 3, client, 0x30, 8080, 40000, SYN_RECV, ESTABLISHED),
+            &mut d,
+        );
+        t.on_record(
+            &rec(S, 4, client, 0x20, 40000, 8080, SYN_SENT, ESTABLISHED),
+            &mut d,
+        );
+        t.on_record(
+            &rec(
+                S,
+                1_000_000_004,
+                client,
+                0x20,
+                40000,
+                8080,
+                FIN_WAIT2,
+                CLOSE,
+            ),
+            &mut d,
+        );
+        t.on_record(
+            &rec(S, 2_000_000_003, server, 0x30, 8080, 40000, LAST_ACK, CLOSE),
+            &mut d,
+        );
         assert_eq!(t.open_connections(), 0);
 
         let mut p = Points::default();
         t.report(&mut p);
         let (_, attrs, n) = find(&p, OPENED.name, "server").unwrap();
         assert_eq!(*n, 1);
-        assert!(attrs.contains(&("process.pid".into(), "100".into())), "{attrs:?}");
+        assert!(
+            attrs.contains(&("process.pid".into(), "100".into())),
+            "{attrs:?}"
+        );
         assert!(attrs.contains(&("server.port".into(), "8080".into())));
         let (_, attrs, n) = find(&p, OPENED.name, "client").unwrap();
         assert_eq!(*n, 1);
@@ -408,7 +484,16 @@ mod tests {
         let mut t = TcpTracker::new(limits());
         let mut d = AgentCounters::default();
         for sock in 0..10 {
-            let r = rec(EventKind::TcpStateChange, 1, task(1, "x"), sock, 1000, 80, CLOSE, SYN_SENT);
+            let r = rec(
+                EventKind::TcpStateChange,
+                1,
+                task(1, "x"),
+                sock,
+                1000,
+                80,
+                CLOSE,
+                SYN_SENT,
+            );
             t.on_record(&r, &mut d);
         }
         assert_eq!(t.open_connections(), 8);
@@ -421,9 +506,36 @@ mod tests {
         let mut t = TcpTracker::new(limits());
         let mut d = AgentCounters::default();
         let c = task(7, "app");
-        t.on_record(&rec(EventKind::TcpStateChange, 1, c, 5, 1234, 443, CLOSE, SYN_SENT), &mut d);
-        t.on_record(&rec(EventKind::TcpRetransmit, 2, task(0, ""), 5, 1234, 443, 2, 2), &mut d);
-        t.on_record(&rec(EventKind::TcpReceiveReset, 3, task(0, ""), 5, 1234, 443, 2, 2), &mut d);
+        t.on_record(
+            &rec(
+                EventKind::TcpStateChange,
+                1,
+                c,
+                5,
+                1234,
+                443,
+                CLOSE,
+                SYN_SENT,
+            ),
+            &mut d,
+        );
+        t.on_record(
+            &rec(EventKind::TcpRetransmit, 2, task(0, ""), 5, 1234, 443, 2, 2),
+            &mut d,
+        );
+        t.on_record(
+            &rec(
+                EventKind::TcpReceiveReset,
+                3,
+                task(0, ""),
+                5,
+                1234,
+                443,
+                2,
+                2,
+            ),
+            &mut d,
+        );
         let mut p = Points::default();
         t.report(&mut p);
         let (_, attrs, n) = find(&p, RETRANSMITS.name, "client").unwrap();

@@ -22,7 +22,11 @@ pub enum LayoutError<'a> {
     /// A field the program needs is not in this kernel's record.
     Missing(&'static str),
     /// A field has a size the program does not read.
-    Size { field: &'a str, size: u32, expected: u32 },
+    Size {
+        field: &'a str,
+        size: u32,
+        expected: u32,
+    },
 }
 
 impl core::fmt::Display for LayoutError<'_> {
@@ -30,7 +34,11 @@ impl core::fmt::Display for LayoutError<'_> {
         match self {
             Self::Malformed { line } => write!(f, "line {line}: not a `field:` description"),
             Self::Missing(name) => write!(f, "no field `{name}`"),
-            Self::Size { field, size, expected } => {
+            Self::Size {
+                field,
+                size,
+                expected,
+            } => {
                 write!(f, "field `{field}` is {size} bytes, expected {expected}")
             }
         }
@@ -49,7 +57,9 @@ pub fn fields(format: &str) -> impl Iterator<Item = Result<Field<'_>, LayoutErro
 fn parse_field(decl: &str) -> Option<Field<'_>> {
     let mut parts = decl.split(';').map(str::trim);
     let ty_name = parts.next()?;
-    let raw_name = ty_name.rsplit(|c: char| c.is_whitespace() || c == '*').next()?;
+    let raw_name = ty_name
+        .rsplit(|c: char| c.is_whitespace() || c == '*')
+        .next()?;
     let name = raw_name.split('[').next()?;
     let mut offset = None;
     let mut size = None;
@@ -63,7 +73,11 @@ fn parse_field(decl: &str) -> Option<Field<'_>> {
     if name.is_empty() {
         return None;
     }
-    Some(Field { name, offset: offset?, size: size? })
+    Some(Field {
+        name,
+        offset: offset?,
+        size: size?,
+    })
 }
 
 /// The TCP tracepoints the agent attaches.
@@ -76,8 +90,12 @@ pub enum TcpTracepoint {
 }
 
 impl TcpTracepoint {
-    pub const ALL: [Self; 4] =
-        [Self::InetSockSetState, Self::TcpRetransmitSkb, Self::TcpSendReset, Self::TcpReceiveReset];
+    pub const ALL: [Self; 4] = [
+        Self::InetSockSetState,
+        Self::TcpRetransmitSkb,
+        Self::TcpSendReset,
+        Self::TcpReceiveReset,
+    ];
 
     /// tracefs group and event name.
     pub const fn event(self) -> (&'static str, &'static str) {
@@ -128,13 +146,21 @@ pub fn tcp_offsets(tp: TcpTracepoint, format: &str) -> Result<TcpTpOffsets, Layo
                 if field.size == 28 {
                     sockaddr_size = Some(28);
                 }
-                let slot = if field.name == "saddr" { &mut o.saddr } else { &mut o.daddr };
+                let slot = if field.name == "saddr" {
+                    &mut o.saddr
+                } else {
+                    &mut o.daddr
+                };
                 (slot, expected)
             }
             _ => continue,
         };
         if field.size != expected {
-            return Err(LayoutError::Size { field: field.name, size: field.size, expected });
+            return Err(LayoutError::Size {
+                field: field.name,
+                size: field.size,
+                expected,
+            });
         }
         *slot = field.offset;
     }
@@ -147,7 +173,11 @@ pub fn tcp_offsets(tp: TcpTracepoint, format: &str) -> Result<TcpTpOffsets, Layo
         }
     }
     let mut required: &[(&'static str, u32)] = &[("skaddr", o.skaddr)];
-    let state_pair = [("skaddr", o.skaddr), ("oldstate", o.oldstate), ("newstate", o.newstate)];
+    let state_pair = [
+        ("skaddr", o.skaddr),
+        ("oldstate", o.oldstate),
+        ("newstate", o.newstate),
+    ];
     if tp == TcpTracepoint::InetSockSetState {
         required = &state_pair;
     }
@@ -184,12 +214,21 @@ mod tests {
     #[test]
     fn parses_the_reset_and_retransmit_shapes() {
         let o = tcp_offsets(TcpTracepoint::TcpRetransmitSkb, RETRANSMIT).unwrap();
-        assert_eq!((o.skaddr, o.state, o.sport, o.family, o.saddr_v6), (16, 24, 28, 32, 42));
+        assert_eq!(
+            (o.skaddr, o.state, o.sport, o.family, o.saddr_v6),
+            (16, 24, 28, 32, 42)
+        );
         let o = tcp_offsets(TcpTracepoint::TcpSendReset, SEND_RESET).unwrap();
-        assert_eq!((o.skaddr, o.state, o.saddr, o.daddr, o.sockaddr), (16, 24, 32, 60, 1));
+        assert_eq!(
+            (o.skaddr, o.state, o.saddr, o.daddr, o.sockaddr),
+            (16, 24, 32, 60, 1)
+        );
         assert_eq!(o.sport, FIELD_ABSENT);
         let o = tcp_offsets(TcpTracepoint::TcpReceiveReset, RECEIVE_RESET).unwrap();
-        assert_eq!((o.skaddr, o.sport, o.family, o.saddr, o.daddr_v6), (8, 16, 20, 22, 46));
+        assert_eq!(
+            (o.skaddr, o.sport, o.family, o.saddr, o.daddr_v6),
+            (8, 16, 20, 22, 46)
+        );
         assert_eq!(o.state, FIELD_ABSENT);
     }
 
@@ -203,7 +242,11 @@ mod tests {
         let wide = SET_STATE.replace("offset:24;\tsize:2;", "offset:24;\tsize:4;");
         assert!(matches!(
             tcp_offsets(TcpTracepoint::InetSockSetState, &wide),
-            Err(LayoutError::Size { field: "sport", size: 4, expected: 2 })
+            Err(LayoutError::Size {
+                field: "sport",
+                size: 4,
+                expected: 2
+            })
         ));
         let broken = SET_STATE.replace("offset:8;", "offset:x;");
         assert!(matches!(

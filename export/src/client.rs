@@ -57,8 +57,15 @@ impl std::fmt::Display for Failure {
 /// What happened to the request in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Delivered { items: u64, close: bool },
-    Failed { items: u64, failure: Failure, close: bool },
+    Delivered {
+        items: u64,
+        close: bool,
+    },
+    Failed {
+        items: u64,
+        failure: Failure,
+        close: bool,
+    },
 }
 
 /// Counters of the exporter's own work.
@@ -123,7 +130,9 @@ impl Exporter {
             return;
         }
         while self.queue_bytes + batch.body.len() > self.cap_bytes {
-            let Some(old) = self.queue.pop_front() else { break };
+            let Some(old) = self.queue.pop_front() else {
+                break;
+            };
             self.queue_bytes -= old.body.len();
             drops.drop(DropReason::ExportQueueFull, old.items);
         }
@@ -134,7 +143,9 @@ impl Exporter {
     /// Starts the next request if none is in flight; true when there is one to write.
     pub fn start_next(&mut self) -> bool {
         if self.inflight.is_none() {
-            let Some(batch) = self.queue.pop_front() else { return false };
+            let Some(batch) = self.queue.pop_front() else {
+                return false;
+            };
             self.queue_bytes -= batch.body.len();
             let head = RequestHead {
                 authority: &self.target.authority,
@@ -152,7 +163,11 @@ impl Exporter {
 
     /// Request bytes not yet written.
     pub fn pending(&self) -> &[u8] {
-        if self.inflight.is_some() { &self.out[self.written..] } else { &[] }
+        if self.inflight.is_some() {
+            &self.out[self.written..]
+        } else {
+            &[]
+        }
     }
 
     /// `n` bytes of [`Exporter::pending`] were written.
@@ -190,11 +205,18 @@ impl Exporter {
     fn finish(&mut self, resp: Response, drops: &mut AgentCounters) -> Outcome {
         let Some(batch) = self.inflight.take() else {
             // A response nobody asked for: the connection is out of step.
-            return Outcome::Failed { items: 0, failure: Failure::Status(resp.status), close: true };
+            return Outcome::Failed {
+                items: 0,
+                failure: Failure::Status(resp.status),
+                close: true,
+            };
         };
         if (200..300).contains(&resp.status) {
             self.stats.delivered_items += batch.items;
-            return Outcome::Delivered { items: batch.items, close: resp.close };
+            return Outcome::Delivered {
+                items: batch.items,
+                close: resp.close,
+            };
         }
         self.stats.failures += 1;
         let reason = if (400..500).contains(&resp.status) {
@@ -203,7 +225,24 @@ impl Exporter {
             DropReason::ExportFailed
         };
         drops.drop(reason, batch.items);
-        Outcome::Failed { items: batch.items, failure: Failure::Status(resp.status), close: resp.close }
+        Outcome::Failed {
+            items: batch.items,
+            failure: Failure::Status(resp.status),
+            close: resp.close,
+        }
+    }
+
+    /// Puts the request in flight back at the head of the queue, to send again on a new
+    /// connection (a keep-alive connection closed under it). False when none was in flight.
+    pub fn retry_in_flight(&mut self) -> bool {
+        let Some(batch) = self.inflight.take() else {
+            return false;
+        };
+        self.reader.reset();
+        self.written = 0;
+        self.queue_bytes += batch.body.len();
+        self.queue.push_front(batch);
+        true
     }
 
     /// The request in flight failed (connect, I/O, TLS, timeout, unreadable response).
@@ -216,7 +255,11 @@ impl Exporter {
             self.stats.failures += 1;
             drops.drop(DropReason::ExportFailed, items);
         }
-        Outcome::Failed { items, failure, close: true }
+        Outcome::Failed {
+            items,
+            failure,
+            close: true,
+        }
     }
 }
 
@@ -225,12 +268,20 @@ mod tests {
     use super::*;
 
     fn exporter(cap: usize) -> Exporter {
-        let t = Target { authority: "h".into(), path: "/v1/metrics".into(), headers: vec![], gzip: false };
+        let t = Target {
+            authority: "h".into(),
+            path: "/v1/metrics".into(),
+            headers: vec![],
+            gzip: false,
+        };
         Exporter::new(t, cap)
     }
 
     fn batch(n: usize, items: u64) -> Batch {
-        Batch { body: vec![0; n], items }
+        Batch {
+            body: vec![0; n],
+            items,
+        }
     }
 
     #[test]
@@ -258,7 +309,13 @@ mod tests {
         assert!(e.pending().is_empty());
         assert_eq!(e.on_bytes(b"HTTP/1.1 200 OK\r\nContent-Len", &mut d), None);
         let o = e.on_bytes(b"gth: 0\r\n\r\n", &mut d);
-        assert_eq!(o, Some(Outcome::Delivered { items: 5, close: false }));
+        assert_eq!(
+            o,
+            Some(Outcome::Delivered {
+                items: 5,
+                close: false
+            })
+        );
         assert!(e.is_idle());
     }
 
@@ -270,9 +327,15 @@ mod tests {
             e.enqueue(batch(3, 2), &mut d);
         }
         e.start_next();
-        e.on_bytes(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", &mut d);
+        e.on_bytes(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+            &mut d,
+        );
         e.start_next();
-        e.on_bytes(b"HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n", &mut d);
+        e.on_bytes(
+            b"HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n",
+            &mut d,
+        );
         e.start_next();
         e.on_failure(Failure::Timeout, &mut d);
         assert_eq!(d.dropped(DropReason::ExportRejected), 2);

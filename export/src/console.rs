@@ -49,13 +49,21 @@ mod tests {
 
     #[test]
     fn one_line_per_point() {
-        static D: MetricDesc = MetricDesc { name: "m", description: "", unit: "s", kind: Kind::Histogram };
+        static D: MetricDesc = MetricDesc {
+            name: "m",
+            description: "",
+            unit: "s",
+            kind: Kind::Histogram,
+        };
         static B: [f64; 1] = [1.0];
         let mut s = ConsoleSink::default();
         s.counter(&D, &[Attr::str("a", "x"), Attr::int("p", 80)], 3);
         let mut h = Histogram::new(&B);
         h.record(0.5);
         s.histogram(&D, &[], &h);
-        assert_eq!(s.out, "metric m{a=\"x\",p=80} 3\nmetric m{} count=1 sum=0.500000s min=0.500000 max=0.500000\n");
+        assert_eq!(
+            s.out,
+            "metric m{a=\"x\",p=80} 3\nmetric m{} count=1 sum=0.500000s min=0.500000 max=0.500000\n"
+        );
     }
 }

@@ -25,7 +25,9 @@ pub fn header_ok(name: &str, value: &str) -> bool {
     let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
     !name.is_empty()
         && name.bytes().all(token)
-        && value.bytes().all(|c| c == b'\t' || (c >= 0x20 && c != 0x7f))
+        && value
+            .bytes()
+            .all(|c| c == b'\t' || (c >= 0x20 && c != 0x7f))
 }
 
 /// Writes a POST request with `body` into `out` (cleared first). Headers that could not
@@ -138,7 +140,9 @@ impl ResponseReader {
 
     fn poll(&mut self, at_eof: bool) -> Result<Option<Response>, ResponseError> {
         loop {
-            let Some(head) = parse_head(&self.buf)? else { return Ok(None) };
+            let Some(head) = parse_head(&self.buf)? else {
+                return Ok(None);
+            };
             if (100..200).contains(&head.status) {
                 // Interim response: skip it and read on.
                 self.buf.drain(..head.len);
@@ -195,15 +199,23 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ResponseError> {
                 .parse()
                 .map_err(|_| ResponseError::Malformed(format!("Content-Length {value:?}")))?;
             if length.is_some_and(|l| l != n) {
-                return Err(ResponseError::Malformed("conflicting Content-Length".into()));
+                return Err(ResponseError::Malformed(
+                    "conflicting Content-Length".into(),
+                ));
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            if value.rsplit(',').next().is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked")) {
+            if value
+                .rsplit(',')
+                .next()
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked"))
+            {
                 framing = Framing::Chunked;
             }
         } else if h.name.eq_ignore_ascii_case("connection") {
-            close = value.split(',').any(|v| v.trim().eq_ignore_ascii_case("close"));
+            close = value
+                .split(',')
+                .any(|v| v.trim().eq_ignore_ascii_case("close"));
         } else if h.name.eq_ignore_ascii_case("retry-after") {
             retry_after = Some(value.to_string());
         }
@@ -219,7 +231,13 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ResponseError> {
     if status == 204 || status == 304 {
         framing = Framing::Length(0);
     }
-    Ok(Some(Head { status, len, framing, close, retry_after }))
+    Ok(Some(Head {
+        status,
+        len,
+        framing,
+        close,
+        retry_after,
+    }))
 }
 
 /// Decodes a chunked body; `None` until it is complete. Returns the body and bytes used.
@@ -227,7 +245,9 @@ fn dechunk(mut b: &[u8]) -> Result<Option<(Vec<u8>, usize)>, ResponseError> {
     let total = b.len();
     let mut body = Vec::new();
     loop {
-        let Some(eol) = find_crlf(b) else { return Ok(None) };
+        let Some(eol) = find_crlf(b) else {
+            return Ok(None);
+        };
         let line = std::str::from_utf8(&b[..eol])
             .map_err(|_| ResponseError::Malformed("chunk size is not text".into()))?;
         let size_hex = line.split(';').next().unwrap_or("").trim();
@@ -240,7 +260,9 @@ fn dechunk(mut b: &[u8]) -> Result<Option<(Vec<u8>, usize)>, ResponseError> {
         if size == 0 {
             // Trailers, then an empty line.
             loop {
-                let Some(eol) = find_crlf(b) else { return Ok(None) };
+                let Some(eol) = find_crlf(b) else {
+                    return Ok(None);
+                };
                 b = &b[eol + 2..];
                 if eol == 0 {
                     return Ok(Some((body, total - b.len())));
@@ -251,7 +273,9 @@ fn dechunk(mut b: &[u8]) -> Result<Option<(Vec<u8>, usize)>, ResponseError> {
             return Ok(None);
         }
         if &b[size..size + 2] != b"\r\n" {
-            return Err(ResponseError::Malformed("chunk not followed by CRLF".into()));
+            return Err(ResponseError::Malformed(
+                "chunk not followed by CRLF".into(),
+            ));
         }
         body.extend_from_slice(&b[..size]);
         b = &b[size + 2..];
@@ -281,8 +305,16 @@ mod tests {
     #[test]
     fn writes_an_otlp_request() {
         let mut out = Vec::new();
-        let headers = vec![("x-api-key".to_string(), "k".to_string()), ("bad\r\n".into(), "x".into())];
-        let head = RequestHead { authority: "c:4318", path: "/v1/metrics", headers: &headers, gzip: true };
+        let headers = vec![
+            ("x-api-key".to_string(), "k".to_string()),
+            ("bad\r\n".into(), "x".into()),
+        ];
+        let head = RequestHead {
+            authority: "c:4318",
+            path: "/v1/metrics",
+            headers: &headers,
+            gzip: true,
+        };
         write_request(&mut out, &head, b"BODY");
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("POST /v1/metrics HTTP/1.1\r\nHost: c:4318\r\n"));
@@ -299,7 +331,10 @@ mod tests {
         let raw = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 3\r\n\r\nabc";
         for cut in 0..raw.len() {
             let r = read_all(&[&raw[..cut], &raw[cut..]]).unwrap().unwrap();
-            assert_eq!((r.status, r.body.as_slice(), r.close), (200, &b"abc"[..], false));
+            assert_eq!(
+                (r.status, r.body.as_slice(), r.close),
+                (200, &b"abc"[..], false)
+            );
         }
     }
 
@@ -320,7 +355,8 @@ mod tests {
         let resp = r.eof().unwrap().unwrap();
         assert_eq!((resp.body.as_slice(), resp.close), (&b"xyz"[..], true));
         let mut r = ResponseReader::new();
-        r.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort").unwrap();
+        r.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+            .unwrap();
         assert_eq!(r.eof(), Err(ResponseError::Truncated));
     }
 
@@ -328,7 +364,9 @@ mod tests {
     fn rejects_garbage() {
         assert!(read_all(&[b"garbage garbage\r\n\r\n"]).is_err());
         assert!(read_all(&[b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"]).is_err());
-        assert!(read_all(&[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"]).is_err());
+        assert!(
+            read_all(&[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"]).is_err()
+        );
         assert_eq!(
             read_all(&[b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n"]),
             Err(ResponseError::TooLarge)

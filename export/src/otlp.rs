@@ -15,7 +15,9 @@ pub const SCOPE_NAME: &str = "telegen";
 pub fn kv_str(key: &str, v: &str) -> KeyValue {
     KeyValue {
         key: key.to_string(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.to_string())) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.to_string())),
+        }),
         ..Default::default()
     }
 }
@@ -26,12 +28,19 @@ fn kv(a: &Attr) -> KeyValue {
         AttrValue::Int(i) => any_value::Value::IntValue(*i),
         AttrValue::Bool(b) => any_value::Value::BoolValue(*b),
     };
-    KeyValue { key: a.key.to_string(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+    KeyValue {
+        key: a.key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
 }
 
 /// A resource from string attributes.
 pub fn resource(attrs: &[(String, String)]) -> Resource {
-    Resource { attributes: attrs.iter().map(|(k, v)| kv_str(k, v)).collect(), ..Default::default() }
+    Resource {
+        attributes: attrs.iter().map(|(k, v)| kv_str(k, v)).collect(),
+        ..Default::default()
+    }
 }
 
 /// Collects metric points into OTLP metrics, one `Metric` per descriptor.
@@ -45,7 +54,12 @@ pub struct MetricsCollector {
 impl MetricsCollector {
     /// `start_ns` is the start of the cumulative period, `now_ns` the point time (Unix ns).
     pub fn new(start_ns: u64, now_ns: u64) -> Self {
-        Self { start_ns, now_ns, metrics: Vec::new(), points: 0 }
+        Self {
+            start_ns,
+            now_ns,
+            metrics: Vec::new(),
+            points: 0,
+        }
     }
 
     /// Data points collected.
@@ -176,7 +190,9 @@ impl MetricSink for MetricsCollector {
                 start_time_unix_nano: start,
                 time_unix_nano: now,
                 // OTLP carries integers as signed; counts above i64::MAX saturate.
-                value: Some(number_data_point::Value::AsInt(i64::try_from(value).unwrap_or(i64::MAX))),
+                value: Some(number_data_point::Value::AsInt(
+                    i64::try_from(value).unwrap_or(i64::MAX),
+                )),
                 ..Default::default()
             });
             self.points += 1;
@@ -209,10 +225,18 @@ mod tests {
     use super::*;
     use telegen_core::metrics::Attr;
 
-    static C: MetricDesc =
-        MetricDesc { name: "c", description: "d", unit: "1", kind: Kind::Counter };
-    static H: MetricDesc =
-        MetricDesc { name: "h", description: "d", unit: "s", kind: Kind::Histogram };
+    static C: MetricDesc = MetricDesc {
+        name: "c",
+        description: "d",
+        unit: "1",
+        kind: Kind::Counter,
+    };
+    static H: MetricDesc = MetricDesc {
+        name: "h",
+        description: "d",
+        unit: "s",
+        kind: Kind::Histogram,
+    };
     static B: [f64; 2] = [1.0, 2.0];
 
     #[test]
@@ -229,17 +253,28 @@ mod tests {
         let reqs = c.into_requests(&res, 4);
         assert_eq!(reqs.len(), 2);
         let count = |r: &ExportMetricsServiceRequest| {
-            r.resource_metrics[0].scope_metrics[0].metrics.iter().map(point_count).sum::<usize>()
+            r.resource_metrics[0].scope_metrics[0]
+                .metrics
+                .iter()
+                .map(point_count)
+                .sum::<usize>()
         };
         assert_eq!((count(&reqs[0]), count(&reqs[1])), (4, 2));
         let second = &reqs[1].resource_metrics[0].scope_metrics[0].metrics;
         assert_eq!(second[0].name, "c");
         assert_eq!(second[1].name, "h");
-        let Some(metric::Data::Histogram(hist)) = &second[1].data else { panic!() };
+        let Some(metric::Data::Histogram(hist)) = &second[1].data else {
+            panic!()
+        };
         assert_eq!(hist.data_points[0].bucket_counts, vec![0, 1, 0]);
         assert_eq!(hist.data_points[0].start_time_unix_nano, 10);
-        let Some(metric::Data::Sum(s)) = &second[0].data else { panic!() };
+        let Some(metric::Data::Sum(s)) = &second[0].data else {
+            panic!()
+        };
         assert!(s.is_monotonic);
-        assert_eq!(s.aggregation_temporality, AggregationTemporality::Cumulative as i32);
+        assert_eq!(
+            s.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
     }
 }

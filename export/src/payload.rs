@@ -44,6 +44,9 @@ mod tests {
         assert_eq!(&out[..2], &[0x1f, 0x8b], "gzip magic");
         let mut plain = Vec::new();
         GzDecoder::new(&out[..]).read_to_end(&mut plain).unwrap();
-        assert_eq!(ExportMetricsServiceRequest::decode(&plain[..]).unwrap(), msg);
+        assert_eq!(
+            ExportMetricsServiceRequest::decode(&plain[..]).unwrap(),
+            msg
+        );
     }
 }

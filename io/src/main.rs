@@ -1,1 +1,49 @@
-fn main(){}
+//! `telegen`: the runtime. The only crate that makes syscalls: the mio loop, loading and
+//! attaching the kernel programs, tracefs, /proc, signals, sockets and TLS.
+
+mod agent;
+mod check;
+mod kernel;
+mod logger;
+mod procfs;
+mod resource;
+mod signals;
+mod tracefs;
+mod transport;
+
+use std::process::ExitCode;
+use telegen_config::{Command, HELP};
+
+fn main() -> ExitCode {
+    logger::init();
+    let command =
+        match telegen_config::load(std::env::args_os().skip(1), &|k| std::env::var(k).ok()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("telegen: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    match command {
+        Command::Help => {
+            print!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("telegen {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check(config) => ExitCode::from(check::run(&config) as u8),
+        Command::Run(config) => {
+            let result = agent::Agent::new(config).and_then(agent::Agent::run);
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("telegen: {e}");
+                    eprintln!("telegen: run `telegen check` to see what this machine lacks");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The agent: one thread, one `mio::Poll`.
+//!
+//! Sources: the kernel's event ring, a signalfd, and each exporter's socket; timers are
+//! deadlines that bound the poll timeout. The ring is drained until empty on every wake-up
+//! (readiness is a hint, wake-ups may be spurious). On SIGTERM/SIGINT the ring is drained
+//! once more, the last interval is collected and every exporter is given up to the shutdown
+//! budget to deliver, then the agent exits 0.
+
+use crate::kernel::Kernel;
+use crate::signals::{Request, Signals};
+use crate::transport::Connection;
+use crate::{procfs, resource};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use telegen_config::{Compression, Config, Signal};
+use telegen_core::record::{self, Record};
+use telegen_core::selfmetrics::{AgentCounters, DropReason};
+use telegen_core::tcp::{Process, TcpLimits, TcpTracker};
+use telegen_export::client::{Batch, Exporter, Target};
+use telegen_export::console::ConsoleSink;
+use telegen_export::otlp::MetricsCollector;
+use telegen_export::payload::Encoder;
+
+const RING: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const METRICS_EXPORT: Token = Token(2);
+
+/// How long the agent may take to deliver what is pending after SIGTERM.
+pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(4);
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+pub struct Agent {
+    config: Config,
+    poll: Poll,
+    kernel: Kernel,
+    signals: Signals,
+    tracker: TcpTracker,
+    counters: AgentCounters,
+    metrics: Option<Connection>,
+    resource: Resource,
+    encoder: Encoder,
+    body: Vec<u8>,
+    start_unix_ns: u64,
+}
+
+impl Agent {
+    pub fn tcp_limits(config: &Config) -> TcpLimits {
+        TcpLimits {
+            connections: config.limits.connections,
+            listeners: config.limits.listeners,
+            series_per_metric: config.limits.series_per_metric,
+        }
+    }
+
+    pub fn new(config: Config) -> Result<Self, String> {
+        let poll = Poll::new().map_err(|e| format!("creating the event loop: {e}"))?;
+        let signals = Signals::new().map_err(|e| format!("signalfd: {e}"))?;
+        let mut kernel = Kernel::load(config.limits.ring_buffer_bytes)?;
+        log::info!("attached tracepoints: {}", kernel.attached.join(", "));
+        let registry = poll.registry();
+        registry
+            .register(
+                &mut SourceFd(&kernel.ring.as_raw_fd()),
+                RING,
+                Interest::READABLE,
+            )
+            .map_err(|e| format!("registering the ring buffer: {e}"))?;
+        registry
+            .register(
+                &mut SourceFd(&signals.as_raw_fd()),
+                SIGNALS,
+                Interest::READABLE,
+            )
+            .map_err(|e| format!("registering the signalfd: {e}"))?;
+
+        let mut counters = AgentCounters::default();
+        let mut tracker = TcpTracker::new(Self::tcp_limits(&config));
+        // Drain what arrived while attaching before seeding, so LISTEN events win.
+        drain_ring(&mut kernel, &mut tracker, &mut counters);
+        for o in procfs::listening_owners() {
+            let mut comm = [0u8; 16];
+            let n = o.comm.len().min(15);
+            comm[..n].copy_from_slice(&o.comm.as_bytes()[..n]);
+            tracker.seed_listener(o.port, Process { pid: o.pid, comm }, &mut counters);
+        }
+
+        let metrics = match config.endpoint_for(Signal::Metrics) {
+            Some(endpoint) => {
+                let target = Target {
+                    authority: endpoint.authority(),
+                    path: endpoint.path.clone(),
+                    headers: config.otlp.headers.clone(),
+                    gzip: config.otlp.compression == Compression::Gzip,
+                };
+                log::info!(
+                    "exporting metrics to {endpoint} every {} ms",
+                    config.metrics.interval_ms
+                );
+                let exporter = Exporter::new(target, config.limits.export_queue_bytes);
+                let timeout = Duration::from_millis(config.otlp.timeout_ms);
+                Some(Connection::new(
+                    exporter,
+                    endpoint,
+                    METRICS_EXPORT,
+                    timeout,
+                )?)
+            }
+            None => None,
+        };
+        if metrics.is_none() && !config.console {
+            log::warn!("metrics export is disabled and --console is off: nothing will be reported");
+        }
+        let resource = resource::build(&config);
+        Ok(Self {
+            config,
+            poll,
+            kernel,
+            signals,
+            tracker,
+            counters,
+            metrics,
+            resource,
+            encoder: Encoder::default(),
+            body: Vec::new(),
+            start_unix_ns: unix_ns(),
+        })
+    }
+
+    /// Runs until SIGTERM/SIGINT; returns after the final flush.
+    pub fn run(mut self) -> Result<(), String> {
+        let mut events = Events::with_capacity(64);
+        let interval = Duration::from_millis(self.config.metrics.interval_ms);
+        let mut next_export = Instant::now() + interval;
+        let mut shutdown_by: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let mut wake = next_export;
+            if let Some(d) = self.metrics.as_ref().and_then(Connection::deadline) {
+                wake = wake.min(d);
+            }
+            if let Some(s) = shutdown_by {
+                wake = wake.min(s);
+            }
+            let timeout = wake.saturating_duration_since(now);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(format!("poll: {e}"));
+                }
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    RING => drain_ring(&mut self.kernel, &mut self.tracker, &mut self.counters),
+                    SIGNALS => {
+                        for r in self.signals.drain() {
+                            match r {
+                                Request::Shutdown if shutdown_by.is_none() => {
+                                    log::info!("shutting down: flushing what is pending");
+                                    shutdown_by = Some(now + SHUTDOWN_BUDGET);
+                                    drain_ring(
+                                        &mut self.kernel,
+                                        &mut self.tracker,
+                                        &mut self.counters,
+                                    );
+                                    self.collect_metrics(now);
+                                }
+                                Request::Shutdown => {}
+                                Request::Reload => {
+                                    log::warn!("SIGHUP: reloading is not supported yet; ignored")
+                                }
+                            }
+                        }
+                    }
+                    METRICS_EXPORT => {
+                        if let Some(c) = self.metrics.as_mut() {
+                            c.on_ready(&self.poll, now, &mut self.counters);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(c) = self.metrics.as_mut() {
+                c.check_timeout(&self.poll, now, &mut self.counters);
+            }
+            if let Some(by) = shutdown_by {
+                let idle = self.metrics.as_ref().is_none_or(|c| c.exporter.is_idle());
+                if idle {
+                    return Ok(());
+                }
+                if now >= by {
+                    let left = self
+                        .metrics
+                        .as_ref()
+                        .map_or(0, |c| c.exporter.queued_bytes());
+                    log::warn!("shutdown budget spent with {left} bytes not delivered");
+                    return Ok(());
+                }
+                continue;
+            }
+            if now >= next_export {
+                // Drain first: readiness may lag, and this interval should be complete.
+                drain_ring(&mut self.kernel, &mut self.tracker, &mut self.counters);
+                self.collect_metrics(now);
+                next_export += interval;
+                if next_export < now {
+                    next_export = now + interval;
+                }
+            }
+        }
+    }
+
+    /// Takes the current value of every metric: to the console, and to the exporter's queue.
+    fn collect_metrics(&mut self, now: Instant) {
+        self.kernel.read_drops(&mut self.counters);
+        let now_unix = unix_ns();
+        if self.config.console {
+            let mut sink = ConsoleSink::default();
+            self.tracker.report(&mut sink);
+            self.counters.report(&mut sink);
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(sink.out.as_bytes());
+            let _ = out.flush();
+        }
+        let Some(conn) = self.metrics.as_mut() else {
+            return;
+        };
+        let mut collector = MetricsCollector::new(self.start_unix_ns, now_unix);
+        self.tracker.report(&mut collector);
+        // Counters go last so that they include this round's own drops next time.
+        self.counters.report(&mut collector);
+        let gzip = self.config.otlp.compression == Compression::Gzip;
+        for req in collector.into_requests(&self.resource, self.config.metrics.batch_size) {
+            let items = req
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .map(point_count)
+                .sum::<usize>() as u64;
+            self.encoder.encode(&req, gzip, &mut self.body);
+            conn.exporter.enqueue(
+                Batch {
+                    body: self.body.clone(),
+                    items,
+                },
+                &mut self.counters,
+            );
+        }
+        conn.kick(&self.poll, now, &mut self.counters);
+    }
+}
+
+fn point_count(m: &opentelemetry_proto::tonic::metrics::v1::Metric) -> usize {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    match &m.data {
+        Some(Data::Sum(s)) => s.data_points.len(),
+        Some(Data::Histogram(h)) => h.data_points.len(),
+        _ => 0,
+    }
+}
+
+/// Reads the ring until it is empty. Allocates nothing.
+fn drain_ring(kernel: &mut Kernel, tracker: &mut TcpTracker, counters: &mut AgentCounters) {
+    while let Some(item) = kernel.ring.next() {
+        match record::decode(&item) {
+            Ok(Record::Tcp(r)) => {
+                counters.events += 1;
+                tracker.on_record(&r, counters);
+            }
+            Err(e) => {
+                counters.drop(DropReason::DecodeError, 1);
+                log::debug!("bad record from the kernel: {e}");
+            }
+        }
+    }
+}

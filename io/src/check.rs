@@ -1,0 +1,212 @@
+//! `telegen check`: what this kernel and these privileges allow, and what the configuration
+//! will cost in memory. Reads only; changes nothing. Exits 1 with one line per blocker.
+
+use crate::agent::Agent;
+use crate::tracefs;
+use std::path::Path;
+use telegen_common::TcpEvent;
+use telegen_config::Config;
+use telegen_core::budget::Budget;
+use telegen_core::tracefs::{TcpTracepoint, tcp_offsets};
+use telegen_export::http::MAX_RESPONSE_BYTES;
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// The effective capability set of this process.
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+fn has(caps: u64, cap: u32) -> bool {
+    caps & (1 << cap) != 0
+}
+
+/// The memory the configuration fixes at start-up.
+pub fn budget(config: &Config) -> Budget {
+    let mut b = Budget::default();
+    b.add(
+        "kernel event ring",
+        config.limits.ring_buffer_bytes as usize,
+    );
+    b.add(
+        "TCP tables and metric series",
+        Agent::tcp_limits(config).bytes(),
+    );
+    b.add("export queue", config.limits.export_queue_bytes);
+    b.add("HTTP response buffer", MAX_RESPONSE_BYTES);
+    b.add("socket read buffer", 16 * 1024);
+    b
+}
+
+struct Report {
+    blockers: Vec<String>,
+}
+
+impl Report {
+    fn line(&self, status: &str, what: &str, detail: &str) {
+        println!("{status:<5} {what:<26} {detail}");
+    }
+    fn ok(&self, what: &str, detail: &str) {
+        self.line("ok", what, detail);
+    }
+    fn note(&self, what: &str, detail: &str) {
+        self.line("note", what, detail);
+    }
+    fn fail(&mut self, what: &str, detail: &str) {
+        self.line("FAIL", what, detail);
+        self.blockers.push(format!("{what}: {detail}"));
+    }
+}
+
+/// Runs the checks; returns the process exit code.
+pub fn run(config: &Config) -> i32 {
+    let mut r = Report {
+        blockers: Vec::new(),
+    };
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim();
+    let (major, minor) = parse_release(release);
+    if (major, minor) >= (5, 8) {
+        r.ok("kernel", &format!("{release} (BPF ring buffer needs 5.8)"));
+    } else {
+        r.fail(
+            "kernel",
+            &format!("{release} is older than 5.8: no BPF ring buffer, and the perf-buffer fallback is not built yet"),
+        );
+    }
+
+    let caps = effective_caps();
+    let bpf_caps = has(caps, CAP_SYS_ADMIN) || (has(caps, CAP_BPF) && has(caps, CAP_PERFMON));
+    if bpf_caps {
+        r.ok(
+            "privileges",
+            "CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) present",
+        );
+    } else {
+        r.fail(
+            "privileges",
+            "need CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): run as root or grant them",
+        );
+    }
+
+    match tracefs::find() {
+        Some(p) => {
+            r.ok("tracefs", &p.display().to_string());
+            check_tracepoints(&mut r, &p);
+        }
+        None if has(caps, CAP_SYS_ADMIN) => r.note(
+            "tracefs",
+            "not mounted; the agent mounts it at /sys/kernel/tracing on start",
+        ),
+        None => r.fail(
+            "tracefs",
+            "not mounted, and mounting needs CAP_SYS_ADMIN: mount -t tracefs tracefs /sys/kernel/tracing",
+        ),
+    }
+
+    if Path::new("/sys/kernel/btf/vmlinux").exists() {
+        r.ok("BTF", "present (not required)");
+    } else {
+        r.note(
+            "BTF",
+            "absent; not required (tracepoint layouts come from tracefs)",
+        );
+    }
+
+    if bpf_caps {
+        match aya::sys::is_map_supported(aya::maps::MapType::RingBuf) {
+            Ok(true) => r.ok("BPF ring buffer", "supported"),
+            Ok(false) => r.fail("BPF ring buffer", "not supported by this kernel"),
+            Err(e) => r.fail("bpf()", &format!("the bpf() syscall failed: {e}")),
+        }
+    } else {
+        r.note("BPF ring buffer", "not probed without privileges");
+    }
+
+    if Path::new("/sys/bus/event_source/devices/uprobe").exists() {
+        r.ok(
+            "uprobes",
+            "available (used by the TLS and Go tracers, not built yet)",
+        );
+    } else {
+        r.note("uprobes", "unavailable: TLS and Go tracing will not run");
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid") {
+        Ok(v) => r.ok(
+            "perf_event",
+            &format!("available (perf_event_paranoid={})", v.trim()),
+        ),
+        Err(_) => r.note("perf_event", "unavailable: the CPU profiler will not run"),
+    }
+    r.note("kprobes", "not used (tracepoints only)");
+
+    let b = budget(config);
+    println!("\nmemory budget (fixed at start-up):");
+    for i in &b.items {
+        println!("  {:<30} {:>10} bytes", i.what, i.bytes);
+    }
+    println!(
+        "  {:<30} {:>10} bytes ({:.1} MiB)",
+        "total",
+        b.total(),
+        b.total() as f64 / 1048576.0
+    );
+    println!(
+        "  record size {} bytes; ring holds about {} records",
+        std::mem::size_of::<TcpEvent>(),
+        config.limits.ring_buffer_bytes as usize / (std::mem::size_of::<TcpEvent>() + 8)
+    );
+
+    if r.blockers.is_empty() {
+        println!("\nready: telegen can run here");
+        0
+    } else {
+        for b in &r.blockers {
+            eprintln!("telegen check: {b}");
+        }
+        1
+    }
+}
+
+fn check_tracepoints(r: &mut Report, tracing: &Path) {
+    for tp in TcpTracepoint::ALL {
+        let (group, name) = tp.event();
+        let what = format!("{group}:{name}");
+        let required = tp == TcpTracepoint::InetSockSetState;
+        match tracefs::read_format(tracing, group, name) {
+            Ok(f) => match tcp_offsets(tp, &f) {
+                Ok(_) => r.ok(&what, "layout understood"),
+                Err(e) if required => r.fail(&what, &format!("unsupported layout: {e}")),
+                Err(e) => r.note(&what, &format!("unsupported layout ({e}); will be skipped")),
+            },
+            Err(e) if required => r.fail(&what, &format!("cannot read its format: {e}")),
+            Err(e) => r.note(&what, &format!("unavailable ({e}); will be skipped")),
+        }
+    }
+}
+
+fn parse_release(release: &str) -> (u32, u32) {
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok());
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_kernel_releases() {
+        assert_eq!(super::parse_release("6.18.44-fc-v769"), (6, 18));
+        assert_eq!(super::parse_release("4.19.0"), (4, 19));
+        assert_eq!(super::parse_release(""), (0, 0));
+    }
+}

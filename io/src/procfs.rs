@@ -1,0 +1,169 @@
+//! What the agent reads from /proc and /etc: listening sockets older than the agent, and
+//! the host's identity for the resource.
+
+use std::collections::HashMap;
+use std::fs;
+
+/// A listening TCP socket from /proc/net/tcp{,6}.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenSocket {
+    pub port: u16,
+    pub inode: u64,
+}
+
+/// Parses /proc/net/tcp or tcp6 text into its listening sockets.
+pub fn parse_net_tcp(text: &str) -> Vec<ListenSocket> {
+    const LISTEN: &str = "0A";
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 || cols[3] != LISTEN {
+                return None;
+            }
+            let port = u16::from_str_radix(cols[1].rsplit(':').next()?, 16).ok()?;
+            let inode = cols[9].parse().ok()?;
+            Some(ListenSocket { port, inode })
+        })
+        .collect()
+}
+
+/// A process that owns a listening socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenOwner {
+    pub port: u16,
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// Finds the processes owning the listening sockets that exist now. Processes that vanish
+/// while being read, or whose fds cannot be read, are skipped.
+pub fn listening_owners() -> Vec<ListenOwner> {
+    let mut by_inode: HashMap<u64, u16> = HashMap::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = fs::read_to_string(f) {
+            for s in parse_net_tcp(&text) {
+                by_inode.insert(s.inode, s.port);
+            }
+        }
+    }
+    let mut owners = Vec::new();
+    if by_inode.is_empty() {
+        return owners;
+    }
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return owners;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = fs::read_link(fd.path()) else {
+                continue;
+            };
+            let Some(inode) = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if let Some(port) = by_inode.remove(&inode) {
+                let comm = fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                owners.push(ListenOwner {
+                    port,
+                    pid,
+                    comm: comm.trim_end().to_string(),
+                });
+            }
+        }
+    }
+    owners
+}
+
+/// `PRETTY_NAME` from os-release text.
+pub fn os_pretty_name(os_release: &str) -> Option<String> {
+    os_release.lines().find_map(|l| {
+        let v = l.strip_prefix("PRETTY_NAME=")?;
+        Some(v.trim().trim_matches('"').to_string())
+    })
+}
+
+/// The semantic-conventions value of `host.arch` for the build target.
+pub const fn host_arch() -> &'static str {
+    match std::env::consts::ARCH.as_bytes() {
+        b"x86_64" => "amd64",
+        b"aarch64" => "arm64",
+        b"arm" => "arm32",
+        b"x86" => "x86",
+        b"powerpc64" => "ppc64",
+        b"s390x" => "s390x",
+        _ => std::env::consts::ARCH,
+    }
+}
+
+/// uname(2) fields the resource uses: node name and kernel release.
+pub fn uname() -> (String, String) {
+    // SAFETY: utsname is plain data; uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return (String::new(), String::new());
+    }
+    let field = |f: &[libc::c_char]| {
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    (field(&u.nodename), field(&u.release))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_listeners_in_proc_net_tcp() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0\n   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 4243 1 0000000000000000 20 4 30 10 -1\n";
+        assert_eq!(
+            parse_net_tcp(text),
+            vec![ListenSocket {
+                port: 8080,
+                inode: 4242
+            }]
+        );
+    }
+
+    #[test]
+    fn reads_pretty_name() {
+        let t = "NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n";
+        assert_eq!(
+            os_pretty_name(t).as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
+    }
+
+    #[test]
+    fn finds_our_own_listener() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let owners = listening_owners();
+        let me = owners
+            .iter()
+            .find(|o| o.port == port)
+            .expect("own listener found");
+        assert_eq!(me.pid, std::process::id());
+    }
+}

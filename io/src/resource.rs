@@ -1,0 +1,42 @@
+//! The agent's own OTLP resource: service, host, OS and agent identity.
+
+use crate::procfs;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use telegen_config::Config;
+use telegen_export::otlp;
+
+/// Builds the resource: detected attributes, then `OTEL_RESOURCE_ATTRIBUTES` (which may
+/// override them), then `service.name` from `OTEL_SERVICE_NAME`/config, which wins.
+pub fn build(config: &Config) -> Resource {
+    let (node, release) = procfs::uname();
+    let os_description = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| procfs::os_pretty_name(&t))
+        .map_or_else(
+            || format!("Linux {release}"),
+            |p| format!("{p} (Linux {release})"),
+        );
+    let version = env!("CARGO_PKG_VERSION");
+    let mut attrs: Vec<(String, String)> = vec![
+        ("service.name".into(), "telegen".into()),
+        ("service.version".into(), version.into()),
+        ("host.name".into(), node),
+        ("host.arch".into(), procfs::host_arch().into()),
+        ("os.type".into(), "linux".into()),
+        ("os.description".into(), os_description),
+        ("telemetry.sdk.name".into(), "telegen".into()),
+        ("telemetry.sdk.language".into(), "rust".into()),
+        ("telemetry.sdk.version".into(), version.into()),
+    ];
+    let mut set = |k: &str, v: &str| match attrs.iter_mut().find(|(key, _)| key == k) {
+        Some(slot) => slot.1 = v.to_string(),
+        None => attrs.push((k.to_string(), v.to_string())),
+    };
+    for (k, v) in &config.resource_attributes {
+        set(k, v);
+    }
+    if let Some(name) = &config.service_name {
+        set("service.name", name);
+    }
+    otlp::resource(&attrs)
+}
