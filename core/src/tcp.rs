@@ -308,11 +308,11 @@ impl TcpTracker {
                     if ours {
                         self.listeners.remove(&r.local_port);
                     }
-                } else if let Some(c) = self.conns.remove(&r.sock) {
-                    if c.established_ns != 0 {
-                        let secs = r.ts_ns.saturating_sub(c.established_ns) as f64 / 1e9;
-                        self.duration.point(c.key).0.record(secs);
-                    }
+                } else if let Some(c) = self.conns.remove(&r.sock)
+                    && c.established_ns != 0
+                {
+                    let secs = r.ts_ns.saturating_sub(c.established_ns) as f64 / 1e9;
+                    self.duration.point(c.key).0.record(secs);
                 }
             }
             _ => {}
@@ -384,8 +384,11 @@ mod tests {
         }
     }
 
+    /// (metric name, attributes, value or histogram count)
+    type Seen = (String, Vec<(String, String)>, u64);
+
     #[derive(Default)]
-    struct Points(Vec<(String, Vec<(String, String)>, u64)>);
+    struct Points(Vec<Seen>);
     impl MetricSink for Points {
         fn counter(&mut self, d: &MetricDesc, attrs: &[Attr], value: u64) {
             self.0.push((d.name.into(), flat(attrs), value));
@@ -407,11 +410,7 @@ mod tests {
             })
             .collect()
     }
-    fn find<'a>(
-        p: &'a Points,
-        name: &str,
-        side: &str,
-    ) -> Option<&'a (String, Vec<(String, String)>, u64)> {
+    fn find<'a>(p: &'a Points, name: &str, side: &str) -> Option<&'a Seen> {
         p.0.iter().find(|(n, a, _)| {
             n == name
                 && a.iter()

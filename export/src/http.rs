@@ -220,13 +220,13 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ResponseError> {
             retry_after = Some(value.to_string());
         }
     }
-    if !matches!(framing, Framing::Chunked) {
-        if let Some(n) = length {
-            if n > MAX_RESPONSE_BYTES {
-                return Err(ResponseError::TooLarge);
-            }
-            framing = Framing::Length(n);
+    if !matches!(framing, Framing::Chunked)
+        && let Some(n) = length
+    {
+        if n > MAX_RESPONSE_BYTES {
+            return Err(ResponseError::TooLarge);
         }
+        framing = Framing::Length(n);
     }
     if status == 204 || status == 304 {
         framing = Framing::Length(0);

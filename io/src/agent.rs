@@ -64,8 +64,7 @@ impl Agent {
     pub fn new(config: Config) -> Result<Self, String> {
         let poll = Poll::new().map_err(|e| format!("creating the event loop: {e}"))?;
         let signals = Signals::new().map_err(|e| format!("signalfd: {e}"))?;
-        let mut kernel = Kernel::load(config.limits.ring_buffer_bytes)?;
-        log::info!("attached tracepoints: {}", kernel.attached.join(", "));
+        let kernel = Kernel::load(config.limits.ring_buffer_bytes)?;
         let registry = poll.registry();
         registry
             .register(
@@ -84,8 +83,8 @@ impl Agent {
 
         let mut counters = AgentCounters::default();
         let mut tracker = TcpTracker::new(Self::tcp_limits(&config));
-        // Drain what arrived while attaching before seeding, so LISTEN events win.
-        drain_ring(&mut kernel, &mut tracker, &mut counters);
+        // Seed listeners before the first record is read: records already in the ring then
+        // find their listener, and a LISTEN record read later replaces the seeded entry.
         for o in procfs::listening_owners() {
             let mut comm = [0u8; 16];
             let n = o.comm.len().min(15);
@@ -120,6 +119,7 @@ impl Agent {
             log::warn!("metrics export is disabled and --console is off: nothing will be reported");
         }
         let resource = resource::build(&config);
+        log::info!("attached tracepoints: {}", kernel.attached.join(", "));
         Ok(Self {
             config,
             poll,
@@ -151,10 +151,10 @@ impl Agent {
                 wake = wake.min(s);
             }
             let timeout = wake.saturating_duration_since(now);
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(format!("poll: {e}"));
-                }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                return Err(format!("poll: {e}"));
             }
             let now = Instant::now();
             for ev in events.iter() {

@@ -1,0 +1,224 @@
+//! Helpers for the integration tests: the real agent binary, the Python OTLP receiver that
+//! decodes with the official opentelemetry-proto package, and readers of what it received.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_telegen");
+
+/// The Python with opentelemetry-proto that cross/bootstrap.sh installs.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("TELEGEN_TEST_PYTHON") {
+        return p.into();
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cache/telegen/venv/bin/python")
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The OTLP receiver and the file it records into.
+pub struct Receiver {
+    pub port: u16,
+    pub out: PathBuf,
+    _proc: Proc,
+}
+
+impl Receiver {
+    pub fn start(name: &str) -> Receiver {
+        let out = std::env::temp_dir().join(format!("telegen-{name}-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&out);
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/otlp_receiver.py"
+        );
+        let mut child = Command::new(python())
+            .args([script, "0"])
+            .arg(&out)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the OTLP receiver (run cross/bootstrap.sh first)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("receiver prints its port");
+        Receiver {
+            port,
+            out,
+            _proc: Proc(child),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("receiver writes JSON"))
+            .collect()
+    }
+}
+
+/// Starts the agent with `args` and `env`, waiting until its programs are attached.
+pub fn start_agent(args: &[&str], env: &[(&str, &str)]) -> Proc {
+    start_agent_to(args, env, Stdio::null())
+}
+
+/// As [`start_agent`], with the agent's stdout sent to `stdout`.
+pub fn start_agent_to(args: &[&str], env: &[(&str, &str)], stdout: Stdio) -> Proc {
+    let mut cmd = Command::new(AGENT);
+    cmd.args(args).stdout(stdout).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start the agent");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[agent] {line}");
+            if line.contains("attached tracepoints") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the agent attaches its programs");
+    Proc(child)
+}
+
+/// Sends SIGTERM and waits for the exit status, at most `limit`.
+pub fn terminate(p: &mut Proc, limit: Duration) -> (std::process::ExitStatus, Duration) {
+    let started = Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(p.0.id() as i32, libc::SIGTERM) };
+    loop {
+        if let Some(status) = p.0.try_wait().unwrap() {
+            return (status, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the agent did not exit within {limit:?} of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Attribute list of an OTLP JSON object as (key, value-as-string) pairs.
+pub fn attrs(v: &Value) -> Vec<(String, String)> {
+    v["attributes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|kv| {
+                    let val = &kv["value"];
+                    let s = val
+                        .get("stringValue")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .or_else(|| {
+                            val.get("intValue")
+                                .map(|i| i.as_str().map_or(i.to_string(), str::to_string))
+                        })
+                        .or_else(|| val.get("boolValue").map(|b| b.to_string()))
+                        .unwrap_or_default();
+                    (kv["key"].as_str().unwrap_or("").to_string(), s)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn attr<'a>(a: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    a.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// One data point of a metric, as received: its resource, attributes and value.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub resource: Vec<(String, String)>,
+    pub attrs: Vec<(String, String)>,
+    pub time: u64,
+    /// Sum value, or histogram count.
+    pub value: u64,
+    pub raw: Value,
+}
+
+fn as_u64(v: &Value) -> u64 {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| v.as_u64())
+        .unwrap_or(0)
+}
+
+/// Every data point of metric `name` in every request received.
+pub fn points(requests: &[Value], name: &str) -> Vec<Point> {
+    let mut out = Vec::new();
+    for r in requests {
+        let Some(rms) = r["request"]["resourceMetrics"].as_array() else {
+            continue;
+        };
+        for rm in rms {
+            let resource = attrs(&rm["resource"]);
+            for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
+                for m in sm["metrics"].as_array().into_iter().flatten() {
+                    if m["name"] != name {
+                        continue;
+                    }
+                    let (dps, hist) = match (m.get("sum"), m.get("histogram")) {
+                        (Some(s), _) => (&s["dataPoints"], false),
+                        (_, Some(h)) => (&h["dataPoints"], true),
+                        _ => continue,
+                    };
+                    for dp in dps.as_array().into_iter().flatten() {
+                        let value = if hist {
+                            as_u64(&dp["count"])
+                        } else {
+                            as_u64(&dp["asInt"])
+                        };
+                        out.push(Point {
+                            resource: resource.clone(),
+                            attrs: attrs(dp),
+                            time: as_u64(&dp["timeUnixNano"]),
+                            value,
+                            raw: dp.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The latest point (cumulative value) of the series whose attributes include `want`.
+pub fn latest(points: &[Point], want: &[(&str, &str)]) -> Option<Point> {
+    points
+        .iter()
+        .filter(|p| want.iter().all(|(k, v)| attr(&p.attrs, k) == Some(*v)))
+        .max_by_key(|p| p.time)
+        .cloned()
+}

@@ -1,0 +1,227 @@
+//! End to end on the real kernel: real TCP connections on loopback between a server process
+//! and this test, the real agent, and an OTLP receiver that decodes with the official Python
+//! opentelemetry-proto package.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::*;
+
+/// A Python TCP server in its own process: accepts, reads to EOF, answers, closes.
+fn start_server() -> (Proc, u16) {
+    let script = r#"
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(128)
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    while c.recv(4096):
+        pass
+    c.sendall(b"bye")
+    c.close()
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Proc(child), line.trim().parse().unwrap())
+}
+
+fn connect_once(port: u16) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"hello").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    assert_eq!(buf, b"bye");
+}
+
+#[test]
+fn tcp_connections_reach_an_otlp_backend() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    const N: usize = 25;
+    let receiver = Receiver::start("tcp");
+    // The default 60 s interval: the only export is the flush on SIGTERM, so the counts
+    // below also prove that the last interval is flushed.
+    let mut agent = start_agent(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
+            ("OTEL_SERVICE_NAME", "edge-node-test"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci"),
+        ],
+    );
+    let (server, port) = start_server();
+    for _ in 0..N {
+        connect_once(port);
+    }
+    // Let the server side finish its closes.
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, took) = terminate(&mut agent, Duration::from_secs(5));
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+
+    let requests = receiver.requests();
+    assert!(!requests.is_empty(), "the agent exported nothing");
+    for r in &requests {
+        assert_eq!(r["path"], "/v1/metrics");
+        assert_eq!(r["content_encoding"], "gzip", "gzip on the wire");
+        assert_eq!(r["content_type"], "application/x-protobuf");
+        assert!(r.get("error").is_none(), "receiver could not decode: {r}");
+    }
+
+    let port_s = port.to_string();
+    let server_pid = server.0.id().to_string();
+    let my_pid = std::process::id().to_string();
+    let opened = points(&requests, "telegen.tcp.connections.opened");
+    let server_side = latest(
+        &opened,
+        &[
+            ("server.port", &port_s),
+            ("telegen.connection.side", "server"),
+        ],
+    )
+    .expect("server-side series");
+    assert_eq!(server_side.value, N as u64, "server ends opened");
+    assert_eq!(
+        attr(&server_side.attrs, "process.pid"),
+        Some(server_pid.as_str())
+    );
+    assert_eq!(
+        attr(&server_side.attrs, "process.executable.name"),
+        Some("python3")
+    );
+    assert_eq!(
+        attr(&server_side.attrs, "server.address"),
+        Some("127.0.0.1")
+    );
+    assert_eq!(attr(&server_side.attrs, "network.type"), Some("ipv4"));
+    let client_side = latest(
+        &opened,
+        &[
+            ("server.port", &port_s),
+            ("telegen.connection.side", "client"),
+        ],
+    )
+    .expect("client-side series");
+    assert_eq!(client_side.value, N as u64, "client ends opened");
+    assert_eq!(
+        attr(&client_side.attrs, "process.pid"),
+        Some(my_pid.as_str())
+    );
+
+    let durations = points(&requests, "telegen.tcp.connection.duration");
+    for side in ["server", "client"] {
+        let h = latest(
+            &durations,
+            &[("server.port", &port_s), ("telegen.connection.side", side)],
+        )
+        .unwrap_or_else(|| panic!("{side} duration series"));
+        assert_eq!(h.value, N as u64, "{side} duration samples");
+        let sum = h.raw["sum"].as_f64().unwrap();
+        assert!(
+            sum > 0.0 && sum < N as f64 * 5.0,
+            "{side} duration sum {sum}"
+        );
+    }
+
+    let res = &server_side.resource;
+    assert_eq!(attr(res, "service.name"), Some("edge-node-test"));
+    assert_eq!(attr(res, "deployment.environment"), Some("ci"));
+    assert_eq!(attr(res, "telemetry.sdk.name"), Some("telegen"));
+    assert_eq!(attr(res, "os.type"), Some("linux"));
+    assert!(attr(res, "host.name").is_some_and(|h| !h.is_empty()));
+    assert!(attr(res, "host.arch").is_some());
+    assert!(attr(res, "os.description").is_some_and(|d| d.contains("Linux")));
+
+    let dropped = points(&requests, "telegen.agent.dropped");
+    for reason in [
+        "kernel_ring_full",
+        "decode_error",
+        "conn_table_full",
+        "export_failed",
+    ] {
+        let p =
+            latest(&dropped, &[("reason", reason)]).unwrap_or_else(|| panic!("{reason} series"));
+        assert_eq!(p.value, 0, "no {reason} drops expected");
+    }
+    let events = points(&requests, "telegen.agent.events");
+    assert!(
+        events.iter().any(|p| p.value >= 4 * N as u64),
+        "events counted: {events:?}"
+    );
+}
+
+#[test]
+fn listeners_older_than_the_agent_are_attributed() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    let receiver = Receiver::start("seed");
+    let (server, port) = start_server();
+    let mut agent = start_agent(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())],
+    );
+    for _ in 0..3 {
+        connect_once(port);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
+    assert!(status.success());
+    let opened = points(&receiver.requests(), "telegen.tcp.connections.opened");
+    let port_s = port.to_string();
+    let server_ends: Vec<_> = opened
+        .iter()
+        .filter(|p| attr(&p.attrs, "server.port") == Some(port_s.as_str()))
+        .filter(|p| attr(&p.attrs, "telegen.connection.side") == Some("server"))
+        .collect();
+    assert_eq!(
+        server_ends.len(),
+        1,
+        "one server series, all attributed: {server_ends:?}"
+    );
+    let p = server_ends[0];
+    assert_eq!(p.value, 3);
+    assert_eq!(
+        attr(&p.attrs, "process.pid"),
+        Some(server.0.id().to_string().as_str())
+    );
+}
+
+#[test]
+fn an_unreachable_collector_is_counted_not_fatal() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    // Nothing listens on port 9 of loopback: every export fails to connect.
+    let out = std::env::temp_dir().join(format!("telegen-unreachable-{}.txt", std::process::id()));
+    let file = std::fs::File::create(&out).unwrap();
+    let mut agent = start_agent_to(
+        &["--console", "--metric-interval", "200"],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")],
+        file.into(),
+    );
+    std::thread::sleep(Duration::from_millis(900));
+    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+    // The console shows the failed exports counted as drops, growing each interval.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let counts: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("metric telegen.agent.dropped{reason=\"export_failed\"} "))
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(counts.len() >= 3, "console printed each interval: {text}");
+    assert_eq!(counts[0], 0, "nothing failed before the first export");
+    assert!(
+        counts.windows(2).all(|w| w[1] > w[0]),
+        "every failed export counted: {counts:?}"
+    );
+}
