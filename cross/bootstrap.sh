@@ -12,7 +12,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # --- Debian packages -------------------------------------------------------------------------
 # Tools the build, the tests and the benchmarks call. Installed together in one apt run.
 DEB_PKGS=(
-  build-essential pkg-config iproute2 procps python3 python3-venv
+  build-essential pkg-config iproute2 procps util-linux binutils python3 python3-venv
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static
 )
 missing=()
@@ -56,6 +56,18 @@ if ! command -v bpf-linker >/dev/null 2>&1; then
   log "cargo install bpf-linker (LLVM_PREFIX=$prefix)"
   LLVM_PREFIX="$prefix" cargo install --locked bpf-linker --version "~0.13" \
     --no-default-features --features llvm-22
+fi
+
+# --- cargo-nextest, the test runner (the machine image usually has it) ----------------------
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  log "cargo install cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+# --- cargo-fuzz, for the fuzz targets CI runs briefly -----------------------------------------
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  log "cargo install cargo-fuzz"
+  cargo install --locked cargo-fuzz
 fi
 
 # --- Python packages for the independent OTLP decoder in the tests --------------------------

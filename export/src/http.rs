@@ -361,6 +361,24 @@ mod tests {
     }
 
     #[test]
+    fn reads_captured_responses_back_to_back() {
+        // Captured from Python's http.server (the test receiver) on one keep-alive socket.
+        let ok = include_bytes!("testdata/python-http-server-200.http");
+        let bad = include_bytes!("testdata/python-http-server-400.http");
+        let mut both = ok.to_vec();
+        both.extend_from_slice(bad);
+        let mut r = ResponseReader::new();
+        let first = r.feed(&both).unwrap().unwrap();
+        assert_eq!(
+            (first.status, first.close, first.body.len()),
+            (200, false, 0)
+        );
+        let second = r.feed(b"").unwrap().unwrap();
+        assert_eq!(second.status, 400);
+        assert_eq!(r.feed(b"").unwrap(), None);
+    }
+
+    #[test]
     fn rejects_garbage() {
         assert!(read_all(&[b"garbage garbage\r\n\r\n"]).is_err());
         assert!(read_all(&[b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"]).is_err());

@@ -38,6 +38,56 @@ fn raise_memlock() {
     }
 }
 
+/// Runs `f` (which builds an `EbpfLoader`) while /sys/kernel/btf/vmlinux reads as empty.
+///
+/// `EbpfLoader::new` parses the kernel's BTF eagerly (several MiB of file, about 19 MiB of
+/// heap on a 6.x kernel) even though these programs use no CO-RE relocations; that parse was
+/// the agent's whole start-up peak. In a private mount namespace, /dev/null is bound over the
+/// file for the duration of the call, then the agent returns to its original namespace. When
+/// any step fails (no CAP_SYS_ADMIN, no namespaces) `f` simply runs as is.
+fn without_kernel_btf<T>(f: impl FnOnce() -> T) -> T {
+    const VMLINUX: &std::ffi::CStr = c"/sys/kernel/btf/vmlinux";
+    if std::fs::metadata("/sys/kernel/btf/vmlinux").is_err() {
+        return f();
+    }
+    let Ok(original) = std::fs::File::open("/proc/self/ns/mnt") else {
+        return f();
+    };
+    // SAFETY: plain syscalls on valid NUL-terminated paths; the process is single-threaded
+    // here (unshare(CLONE_NEWNS) requires it and fails cleanly otherwise).
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return f();
+        }
+        let isolated = libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) == 0
+            && libc::mount(
+                c"/dev/null".as_ptr(),
+                VMLINUX.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ) == 0;
+        if !isolated {
+            log::debug!("could not hide kernel BTF from the loader; loading with it");
+        }
+        let out = f();
+        use std::os::fd::AsRawFd;
+        if libc::setns(original.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
+            log::warn!(
+                "could not return to the original mount namespace: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        out
+    }
+}
+
 impl Kernel {
     /// Loads and attaches everything this kernel supports.
     pub fn load(ring_bytes: u32) -> Result<Self, String> {
@@ -60,7 +110,7 @@ impl Kernel {
                 }
             }
         }
-        let mut loader = EbpfLoader::new();
+        let mut loader = without_kernel_btf(EbpfLoader::new);
         loader.map_max_entries(EVENTS_MAP, ring_bytes);
         for (tp, o) in &offsets {
             loader.override_global(tp.offsets_global(), o, true);

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: bootstrap, lint, build, fuzz briefly, test.
+# Run as root (the integration tests load eBPF programs). `.ci/run` calls this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step bootstrap
+bash cross/bootstrap.sh
+
+step "format and lints"
+cargo fmt --all --check
+cargo clippy --release --all-targets -- -D warnings
+
+step "build (user space and the embedded eBPF object)"
+cargo build --release
+
+step "fuzz each target briefly (${TELEGEN_FUZZ_SECONDS:=20} s each)"
+for target in record_decoder http_response tracefs_format; do
+  mkdir -p "fuzz/corpus/$target"
+  seeds=()
+  [ -d "fuzz/seeds/$target" ] && seeds=("fuzz/seeds/$target")
+  (cd fuzz && cargo +nightly fuzz run "$target" "corpus/$target" "${seeds[@]/#fuzz\//}" -- \
+      -max_total_time="$TELEGEN_FUZZ_SECONDS" -print_final_stats=1 2>&1 | tail -n 3)
+done
+
+step "tests: unit, integration on the real kernel, end to end with the official OTLP decoder"
+cargo nextest run --release --no-fail-fast

@@ -1,0 +1,178 @@
+//! Footprint of the agent while real TCP connections are made (a benchmark, not a test).
+//!
+//! Starts the release agent exporting to the Python OTLP receiver every second, makes
+//! `TELEGEN_BENCH_CONNECTIONS` (default 3000) loopback connections to a server in this
+//! process, then reads the agent's peak RSS (VmHWM) and CPU time from /proc and the size
+//! of the stripped binary. Run as root: `cargo bench -p telegen --bench tcp_footprint`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_telegen");
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Time on CPU in seconds, from /proc/PID/schedstat (nanoseconds; the agent has one thread).
+fn cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
+    s.split_whitespace()
+        .next()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1e9
+}
+
+fn stripped_size() -> u64 {
+    let out = std::env::temp_dir().join("telegen-stripped");
+    std::fs::copy(AGENT, &out).unwrap();
+    let ok = Command::new("strip")
+        .arg(&out)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "strip (binutils) is needed");
+    std::fs::metadata(&out).unwrap().len()
+}
+
+/// `telegen.agent.events` and the sum of `telegen.agent.dropped` from the last export.
+fn last_self_metrics(sink: &std::path::Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(sink).unwrap_or_default();
+    let Some(last) = text.lines().last() else {
+        return (0, 0);
+    };
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    let (mut events, mut dropped) = (0, 0);
+    let metrics = v["request"]["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for m in metrics {
+        let sum = |m: &serde_json::Value| -> u64 {
+            m["sum"]["dataPoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d["asInt"].as_str().and_then(|s| s.parse::<u64>().ok()))
+                .sum()
+        };
+        match m["name"].as_str() {
+            Some("telegen.agent.events") => events = sum(&m),
+            Some("telegen.agent.dropped") => dropped = sum(&m),
+            _ => {}
+        }
+    }
+    (events, dropped)
+}
+
+fn main() {
+    let n: usize = std::env::var("TELEGEN_BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let python = format!("{home}/.cache/telegen/venv/bin/python");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/otlp_receiver.py"
+    );
+    let sink = std::env::temp_dir().join("telegen-bench.jsonl");
+    let mut receiver = Command::new(python)
+        .args([script, "0"])
+        .arg(&sink)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("receiver (run cross/bootstrap.sh)");
+    let mut port = String::new();
+    BufReader::new(receiver.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+
+    let mut agent = Command::new(AGENT)
+        .args(["--metric-interval", "1000"])
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", port.trim()),
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = agent.id();
+    let mut lines = BufReader::new(agent.stderr.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("attached tracepoints") => break,
+            Some(Ok(_)) => {}
+            _ => panic!("the agent did not start"),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let rss_idle = status_kib(pid, "VmRSS:");
+    let cpu_before = cpu_seconds(pid);
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        for _ in 0..n {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut b = [0u8; 16];
+            while c.read(&mut b).unwrap_or(0) > 0 {}
+            let _ = c.write_all(b"ok");
+        }
+    });
+    let started = Instant::now();
+    for _ in 0..n {
+        let mut s = TcpStream::connect(("127.0.0.1", server_port)).unwrap();
+        s.write_all(b"x").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut b = Vec::new();
+        let _ = s.read_to_end(&mut b);
+    }
+    server.join().unwrap();
+    let elapsed = started.elapsed();
+    // Two export intervals so the agent handles everything and exports it.
+    std::thread::sleep(Duration::from_millis(2200));
+    let cpu = cpu_seconds(pid) - cpu_before;
+    let peak = status_kib(pid, "VmHWM:");
+    let rss = status_kib(pid, "VmRSS:");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = agent.wait().unwrap();
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    let size = stripped_size();
+    let (events, dropped) = last_self_metrics(&sink);
+
+    println!(
+        "telegen TCP footprint ({n} connections in {:.2} s, {:.0}/s)",
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64()
+    );
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| peak RSS (VmHWM) | {:.1} MiB |", peak as f64 / 1024.0);
+    println!(
+        "| RSS idle after start / after load | {:.1} / {:.1} MiB |",
+        rss_idle as f64 / 1024.0,
+        rss as f64 / 1024.0
+    );
+    println!(
+        "| agent CPU per connection (both ends) | {:.1} µs |",
+        cpu * 1e6 / n as f64
+    );
+    println!("| agent CPU total | {:.3} s |", cpu);
+    println!(
+        "| stripped binary | {:.2} MiB ({size} bytes) |",
+        size as f64 / 1048576.0
+    );
+    println!("| kernel records handled / dropped | {events} / {dropped} |");
+    println!("| agent exit on SIGTERM | {status} |");
+}
