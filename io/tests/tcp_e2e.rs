@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
 
-/// A Python TCP server in its own process: accepts, reads to EOF, answers, closes.
+/// A Python TCP server in its own process: accepts, reads to EOF, answers, closes
+/// (a client's reset ends that connection early).
 fn start_server() -> (Proc, u16) {
     let script = r#"
 import socket, sys
@@ -20,9 +21,12 @@ s.listen(128)
 print(s.getsockname()[1], flush=True)
 while True:
     c, _ = s.accept()
-    while c.recv(4096):
+    try:
+        while c.recv(4096):
+            pass
+        c.sendall(b"bye")
+    except ConnectionResetError:
         pass
-    c.sendall(b"bye")
     c.close()
 "#;
     let mut child = Command::new("python3")
@@ -223,5 +227,73 @@ fn an_unreachable_collector_is_counted_not_fatal() {
     assert!(
         counts.windows(2).all(|w| w[1] > w[0]),
         "every failed export counted: {counts:?}"
+    );
+}
+
+/// Closes with SO_LINGER {on, 0}: the kernel aborts the connection with a RST.
+fn connect_and_abort(port: u16) {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt with a valid fd and a correctly sized option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    // Give the server time to accept, so that the reset reaches an established socket.
+    std::thread::sleep(Duration::from_millis(20));
+    drop(s);
+}
+
+#[test]
+fn resets_are_counted_in_both_directions() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    const N: u64 = 4;
+    let receiver = Receiver::start("resets");
+    let mut agent = start_agent(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())],
+    );
+    let (server, port) = start_server();
+    for _ in 0..N {
+        connect_and_abort(port);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
+    assert!(status.success());
+    let resets = points(&receiver.requests(), "telegen.tcp.resets");
+    let port_s = port.to_string();
+    let sent = latest(
+        &resets,
+        &[
+            ("server.port", &port_s),
+            ("telegen.connection.side", "client"),
+            ("network.io.direction", "transmit"),
+        ],
+    )
+    .expect("resets sent by the client end");
+    assert_eq!(sent.value, N);
+    let received = latest(
+        &resets,
+        &[
+            ("server.port", &port_s),
+            ("telegen.connection.side", "server"),
+            ("network.io.direction", "receive"),
+        ],
+    )
+    .expect("resets received by the server end");
+    assert_eq!(received.value, N);
+    assert_eq!(
+        attr(&received.attrs, "process.pid"),
+        Some(server.0.id().to_string().as_str())
     );
 }
