@@ -5,12 +5,14 @@
 //! process, then reads the agent's peak RSS (VmHWM) and CPU time from /proc and the size
 //! of the stripped binary. Run as root: `cargo bench -p telegen --bench tcp_footprint`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_telegen");
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::{AGENT, Receiver, points, start_agent, terminate};
 
 fn status_kib(pid: u32, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -43,78 +45,17 @@ fn stripped_size() -> u64 {
     std::fs::metadata(&out).unwrap().len()
 }
 
-/// `telegen.agent.events` and the sum of `telegen.agent.dropped` from the last export.
-fn last_self_metrics(sink: &std::path::Path) -> (u64, u64) {
-    let text = std::fs::read_to_string(sink).unwrap_or_default();
-    let Some(last) = text.lines().last() else {
-        return (0, 0);
-    };
-    let v: serde_json::Value = serde_json::from_str(last).unwrap();
-    let (mut events, mut dropped) = (0, 0);
-    let metrics = v["request"]["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for m in metrics {
-        let sum = |m: &serde_json::Value| -> u64 {
-            m["sum"]["dataPoints"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|d| d["asInt"].as_str().and_then(|s| s.parse::<u64>().ok()))
-                .sum()
-        };
-        match m["name"].as_str() {
-            Some("telegen.agent.events") => events = sum(&m),
-            Some("telegen.agent.dropped") => dropped = sum(&m),
-            _ => {}
-        }
-    }
-    (events, dropped)
-}
-
 fn main() {
     let n: usize = std::env::var("TELEGEN_BENCH_CONNECTIONS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000);
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let python = format!("{home}/.cache/telegen/venv/bin/python");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/otlp_receiver.py"
+    let receiver = Receiver::start("bench");
+    let mut agent = start_agent(
+        &["--metric-interval", "1000"],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())],
     );
-    let sink = std::env::temp_dir().join("telegen-bench.jsonl");
-    let mut receiver = Command::new(python)
-        .args([script, "0"])
-        .arg(&sink)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("receiver (run cross/bootstrap.sh)");
-    let mut port = String::new();
-    BufReader::new(receiver.stdout.take().unwrap())
-        .read_line(&mut port)
-        .unwrap();
-
-    let mut agent = Command::new(AGENT)
-        .args(["--metric-interval", "1000"])
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{}", port.trim()),
-        )
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = agent.id();
-    let mut lines = BufReader::new(agent.stderr.take().unwrap()).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.contains("attached tracepoints") => break,
-            Some(Ok(_)) => {}
-            _ => panic!("the agent did not start"),
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+    let pid = agent.0.id();
     let rss_idle = status_kib(pid, "VmRSS:");
     let cpu_before = cpu_seconds(pid);
 
@@ -143,13 +84,18 @@ fn main() {
     let cpu = cpu_seconds(pid) - cpu_before;
     let peak = status_kib(pid, "VmHWM:");
     let rss = status_kib(pid, "VmRSS:");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let status = agent.wait().unwrap();
-    let _ = receiver.kill();
-    let _ = receiver.wait();
+    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
     let size = stripped_size();
-    let (events, dropped) = last_self_metrics(&sink);
+    let requests = receiver.requests();
+    let total = |name: &str| -> u64 {
+        let pts = points(&requests, name);
+        let last = pts.iter().map(|p| p.time).max().unwrap_or(0);
+        pts.iter().filter(|p| p.time == last).map(|p| p.value).sum()
+    };
+    let (events, dropped) = (
+        total("telegen.agent.events"),
+        total("telegen.agent.dropped"),
+    );
 
     println!(
         "telegen TCP footprint ({n} connections in {:.2} s, {:.0}/s)",
