@@ -31,6 +31,7 @@ Options:
       --otlp-endpoint URL   base OTLP/HTTP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT)
       --metric-interval MS  metric export interval in ms (OTEL_METRIC_EXPORT_INTERVAL)
       --service-name NAME   service.name of the agent's own resource (OTEL_SERVICE_NAME)
+      --spool-dir DIR       keep batches that cannot be sent in DIR (off by default)
   -h, --help                print this help
   -V, --version             print the version
 
@@ -46,6 +47,7 @@ pub(crate) struct Overrides {
     endpoint: Option<String>,
     metric_interval: Option<String>,
     service_name: Option<String>,
+    spool_dir: Option<String>,
 }
 
 pub(crate) enum Parsed {
@@ -83,6 +85,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Par
                 o.metric_interval = Some(value(&mut p, "--metric-interval")?);
             }
             Arg::Long("service-name") => o.service_name = Some(value(&mut p, "--service-name")?),
+            Arg::Long("spool-dir") => o.spool_dir = Some(value(&mut p, "--spool-dir")?),
             Arg::Value(v) if first && v == "check" => o.check = true,
             Arg::Value(v) => {
                 return Err(Error::new(
@@ -122,6 +125,14 @@ impl Overrides {
         }
         if let Some(v) = self.service_name {
             c.service_name = Some(v);
+        }
+        if let Some(dir) = self.spool_dir {
+            let spool = c.spool.get_or_insert(crate::Spool {
+                dir: dir.clone().into(),
+                max_bytes: crate::defaults::SPOOL_MAX_BYTES,
+                fsync: crate::Fsync::Always,
+            });
+            spool.dir = dir.into();
         }
         Ok(())
     }

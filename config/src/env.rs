@@ -1,34 +1,57 @@
 //! The standard `OTEL_*` environment variables, with the meaning the specification gives them.
+//!
+//! `OTEL_EXPORTER_OTLP_<KEY>` sets the base value of every signal; the signal-specific
+//! `OTEL_EXPORTER_OTLP_{METRICS,TRACES,LOGS}_<KEY>` overrides it for that signal.
 
 use crate::endpoint::parse_from;
-use crate::{Compression, Config, Error, parse_kv_list, parse_u64};
+use crate::{Compression, Config, Error, OtlpOverrides, Protocol, parse_kv_list, parse_u64};
+use std::path::PathBuf;
+
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Reads the overridable OTLP keys under `prefix` (e.g. `OTEL_EXPORTER_OTLP_METRICS_`).
+fn overrides(env: Env<'_>, prefix: &str) -> Result<OtlpOverrides, Error> {
+    let get = |k: &str| {
+        let var = format!("{prefix}{k}");
+        env(&var).filter(|v| !v.trim().is_empty()).map(|v| (var, v))
+    };
+    let mut o = OtlpOverrides::default();
+    if let Some((var, v)) = get("HEADERS") {
+        o.headers = Some(parse_kv_list(&var, &v)?);
+    }
+    if let Some((var, v)) = get("COMPRESSION") {
+        o.compression = Some(compression(&var, &v)?);
+    }
+    if let Some((var, v)) = get("PROTOCOL") {
+        o.protocol = Some(protocol(&var, &v)?);
+    }
+    if let Some((var, v)) = get("TIMEOUT") {
+        o.timeout_ms = Some(parse_u64(&var, &v)?);
+    }
+    o.certificate = get("CERTIFICATE").map(|(_, v)| PathBuf::from(v.trim()));
+    o.client_key = get("CLIENT_KEY").map(|(_, v)| PathBuf::from(v.trim()));
+    o.client_certificate = get("CLIENT_CERTIFICATE").map(|(_, v)| PathBuf::from(v.trim()));
+    Ok(o)
+}
 
 /// Applies every variable that is set; an unparsable value is an error naming the variable.
-pub(crate) fn apply(c: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(), Error> {
+pub(crate) fn apply(c: &mut Config, env: Env<'_>) -> Result<(), Error> {
     let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
     if let Some(v) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
         c.otlp.endpoint = Some(parse_from("OTEL_EXPORTER_OTLP_ENDPOINT", &v)?);
     }
-    for (var, sig) in [
-        ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &mut c.metrics),
-        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &mut c.traces),
-        ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", &mut c.logs),
+    c.otlp.base.merge(overrides(env, "OTEL_EXPORTER_OTLP_")?);
+    for (name, sig) in [
+        ("METRICS", &mut c.metrics),
+        ("TRACES", &mut c.traces),
+        ("LOGS", &mut c.logs),
     ] {
-        if let Some(v) = get(var) {
-            sig.endpoint = Some(parse_from(var, &v)?);
+        let var = format!("OTEL_EXPORTER_OTLP_{name}_ENDPOINT");
+        if let Some(v) = get(&var) {
+            sig.endpoint = Some(parse_from(&var, &v)?);
         }
-    }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_HEADERS") {
-        c.otlp.headers = parse_kv_list("OTEL_EXPORTER_OTLP_HEADERS", &v)?;
-    }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_COMPRESSION") {
-        c.otlp.compression = compression("OTEL_EXPORTER_OTLP_COMPRESSION", &v)?;
-    }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_PROTOCOL") {
-        protocol("OTEL_EXPORTER_OTLP_PROTOCOL", &v)?;
-    }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_TIMEOUT") {
-        c.otlp.timeout_ms = parse_u64("OTEL_EXPORTER_OTLP_TIMEOUT", &v)?;
+        sig.otlp
+            .merge(overrides(env, &format!("OTEL_EXPORTER_OTLP_{name}_"))?);
     }
     if let Some(v) = get("OTEL_SERVICE_NAME") {
         c.service_name = Some(v.trim().to_string());
@@ -60,18 +83,19 @@ pub(crate) fn compression(source: &str, v: &str) -> Result<Compression, Error> {
     }
 }
 
-/// Only `http/protobuf` is implemented; the others are refused with the reason.
-pub(crate) fn protocol(source: &str, v: &str) -> Result<(), Error> {
+/// `http/protobuf` and `http/json`; `grpc` is refused with the reason.
+pub(crate) fn protocol(source: &str, v: &str) -> Result<Protocol, Error> {
     match v.trim() {
-        "http/protobuf" => Ok(()),
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        "http/json" => Ok(Protocol::HttpJson),
         "grpc" => Err(Error::new(
             source,
             "grpc is not supported: telegen speaks OTLP/HTTP; point it at the collector's \
-             HTTP port (4318) with http/protobuf",
+             HTTP port (4318) with http/protobuf or http/json",
         )),
         other => Err(Error::new(
             source,
-            format!("expected http/protobuf, got {other:?}"),
+            format!("expected http/protobuf or http/json, got {other:?}"),
         )),
     }
 }

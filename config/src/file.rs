@@ -2,10 +2,10 @@
 
 use crate::endpoint::parse_from;
 use crate::env::{compression, protocol};
-use crate::{Config, Error, SignalConfig};
+use crate::{Config, Error, Fsync, OtlpOverrides, SignalConfig, Spool, defaults};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -16,7 +16,16 @@ struct File {
     logs: Option<SignalFile>,
     service: Option<ServiceFile>,
     limits: Option<LimitsFile>,
+    spool: Option<SpoolFile>,
     console: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpoolFile {
+    dir: PathBuf,
+    max_bytes: Option<u64>,
+    fsync: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -27,6 +36,13 @@ struct OtlpFile {
     compression: Option<String>,
     timeout_ms: Option<u64>,
     headers: Option<BTreeMap<String, String>>,
+    certificate: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    client_certificate: Option<PathBuf>,
+    insecure_skip_verify: Option<bool>,
+    max_body_bytes: Option<usize>,
+    retry_initial_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -36,6 +52,44 @@ struct SignalFile {
     endpoint: Option<String>,
     batch_size: Option<usize>,
     interval_ms: Option<u64>,
+    protocol: Option<String>,
+    compression: Option<String>,
+    timeout_ms: Option<u64>,
+    headers: Option<BTreeMap<String, String>>,
+    certificate: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    client_certificate: Option<PathBuf>,
+}
+
+/// The keys `[otlp]` and each signal share.
+struct Overridable {
+    protocol: Option<String>,
+    compression: Option<String>,
+    timeout_ms: Option<u64>,
+    headers: Option<BTreeMap<String, String>>,
+    certificate: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    client_certificate: Option<PathBuf>,
+}
+
+impl Overridable {
+    fn resolve(self, key: &dyn Fn(&str) -> String) -> Result<OtlpOverrides, Error> {
+        Ok(OtlpOverrides {
+            headers: self.headers.map(|h| h.into_iter().collect()),
+            compression: self
+                .compression
+                .map(|v| compression(&key("compression"), &v))
+                .transpose()?,
+            protocol: self
+                .protocol
+                .map(|v| protocol(&key("protocol"), &v))
+                .transpose()?,
+            timeout_ms: self.timeout_ms,
+            certificate: self.certificate,
+            client_key: self.client_key,
+            client_certificate: self.client_certificate,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -87,18 +141,23 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
         if let Some(v) = o.endpoint {
             c.otlp.endpoint = Some(parse_from(&key("otlp.endpoint"), &v)?);
         }
-        if let Some(v) = o.protocol {
-            protocol(&key("otlp.protocol"), &v)?;
-        }
-        if let Some(v) = o.compression {
-            c.otlp.compression = compression(&key("otlp.compression"), &v)?;
-        }
-        if let Some(v) = o.timeout_ms {
-            c.otlp.timeout_ms = v;
-        }
-        if let Some(h) = o.headers {
-            c.otlp.headers = h.into_iter().collect();
-        }
+        let shared = Overridable {
+            protocol: o.protocol,
+            compression: o.compression,
+            timeout_ms: o.timeout_ms,
+            headers: o.headers,
+            certificate: o.certificate,
+            client_key: o.client_key,
+            client_certificate: o.client_certificate,
+        };
+        c.otlp
+            .base
+            .merge(shared.resolve(&|k| key(&format!("otlp.{k}")))?);
+        let d = &mut c.otlp;
+        d.insecure_skip_verify = o.insecure_skip_verify.unwrap_or(d.insecure_skip_verify);
+        d.max_body_bytes = o.max_body_bytes.unwrap_or(d.max_body_bytes);
+        d.retry_initial_ms = o.retry_initial_ms.unwrap_or(d.retry_initial_ms);
+        d.retry_max_ms = o.retry_max_ms.unwrap_or(d.retry_max_ms);
     }
     for (section, file, sig) in [
         ("metrics", f.metrics, &mut c.metrics),
@@ -106,8 +165,25 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
         ("logs", f.logs, &mut c.logs),
     ] {
         if let Some(s) = file {
-            apply_signal(sig, s, &key(&format!("{section}.endpoint")))?;
+            apply_signal(sig, s, &|k| key(&format!("{section}.{k}")))?;
         }
+    }
+    if let Some(sp) = f.spool {
+        let fsync = match sp.fsync.as_deref() {
+            None | Some("always") => Fsync::Always,
+            Some("never") => Fsync::Never,
+            Some(other) => {
+                return Err(Error::new(
+                    key("spool.fsync"),
+                    format!("expected always or never, got {other:?}"),
+                ));
+            }
+        };
+        c.spool = Some(Spool {
+            dir: sp.dir,
+            max_bytes: sp.max_bytes.unwrap_or(defaults::SPOOL_MAX_BYTES),
+            fsync,
+        });
     }
     if let Some(s) = f.service {
         if let Some(n) = s.name {
@@ -128,13 +204,27 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
     Ok(())
 }
 
-fn apply_signal(sig: &mut SignalConfig, s: SignalFile, endpoint_key: &str) -> Result<(), Error> {
+fn apply_signal(
+    sig: &mut SignalConfig,
+    s: SignalFile,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), Error> {
     if let Some(v) = s.enabled {
         sig.enabled = v;
     }
     if let Some(v) = s.endpoint {
-        sig.endpoint = Some(parse_from(endpoint_key, &v)?);
+        sig.endpoint = Some(parse_from(&key("endpoint"), &v)?);
     }
+    let o = Overridable {
+        protocol: s.protocol,
+        compression: s.compression,
+        timeout_ms: s.timeout_ms,
+        headers: s.headers,
+        certificate: s.certificate,
+        client_key: s.client_key,
+        client_certificate: s.client_certificate,
+    };
+    sig.otlp.merge(o.resolve(key)?);
     if let Some(v) = s.batch_size {
         sig.batch_size = v;
     }

@@ -16,6 +16,7 @@ pub use cli::{Command, HELP};
 pub use endpoint::{Endpoint, Scheme};
 
 use std::fmt;
+use std::path::PathBuf;
 
 /// A configuration error: where it came from and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +68,47 @@ impl Signal {
     }
 }
 
+/// The OTLP/HTTP body encoding (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    HttpProtobuf,
+    HttpJson,
+}
+
+/// OTLP settings a signal may override (`OTEL_EXPORTER_OTLP_<SIGNAL>_*`); `None` inherits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OtlpOverrides {
+    /// Extra request headers. Their values are secrets: never logged.
+    pub headers: Option<Vec<(String, String)>>,
+    pub compression: Option<Compression>,
+    pub protocol: Option<Protocol>,
+    pub timeout_ms: Option<u64>,
+    /// PEM file of the CA(s) trusted for the collector's certificate (replaces the defaults).
+    pub certificate: Option<PathBuf>,
+    /// PEM private key for mTLS.
+    pub client_key: Option<PathBuf>,
+    /// PEM certificate chain for mTLS.
+    pub client_certificate: Option<PathBuf>,
+}
+
+impl OtlpOverrides {
+    /// Takes every value `other` sets.
+    pub(crate) fn merge(&mut self, other: OtlpOverrides) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
+        }
+        take!(
+            headers,
+            compression,
+            protocol,
+            timeout_ms,
+            certificate,
+            client_key,
+            client_certificate
+        );
+    }
+}
+
 /// Per-signal export settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignalConfig {
@@ -77,18 +119,63 @@ pub struct SignalConfig {
     pub batch_size: usize,
     /// Milliseconds between exports (metric interval, span/log schedule delay).
     pub interval_ms: u64,
+    /// What this signal sets differently from `[otlp]`.
+    pub otlp: OtlpOverrides,
 }
 
-/// OTLP exporter settings.
+/// OTLP exporter settings shared by the signals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Otlp {
     /// The base endpoint; `None` when nothing set one (then console mode exports nothing,
     /// and otherwise the specification's default `http://localhost:4318` applies).
     pub endpoint: Option<Endpoint>,
-    /// Extra request headers. Their values are secrets: never logged.
+    /// Values every signal inherits unless it overrides them.
+    pub base: OtlpOverrides,
+    /// Skip verification of the collector's certificate. Dangerous; logged loudly.
+    pub insecure_skip_verify: bool,
+    /// Largest request body before compression; bigger batches are split.
+    pub max_body_bytes: usize,
+    /// First retry delay and the cap of the exponential backoff, in ms.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+/// When the spool forces its writes to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// After every record: a record on disk survives a power cut.
+    Always,
+    /// Never explicitly: records survive a crash of the agent, not of the machine.
+    Never,
+}
+
+/// The optional disk spool for batches that cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spool {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub fsync: Fsync,
+}
+
+/// Everything one signal's exporter needs, resolved from every source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSettings {
+    pub endpoint: Endpoint,
     pub headers: Vec<(String, String)>,
     pub compression: Compression,
+    pub protocol: Protocol,
     pub timeout_ms: u64,
+    pub certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub client_certificate: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+    pub max_body_bytes: usize,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    pub batch_size: usize,
+    pub queue_bytes: usize,
+    /// This signal's spool directory (a subdirectory of the configured one).
+    pub spool: Option<Spool>,
 }
 
 /// Capacities fixed at start-up; `telegen check` prints the memory they imply.
@@ -118,6 +205,7 @@ pub struct Config {
     /// `OTEL_RESOURCE_ATTRIBUTES` and the file's `[service.resource_attributes]`.
     pub resource_attributes: Vec<(String, String)>,
     pub limits: Limits,
+    pub spool: Option<Spool>,
 }
 
 /// Defaults: one place for each.
@@ -135,6 +223,10 @@ pub mod defaults {
     pub const SERIES_PER_METRIC: usize = 1_000;
     pub const RING_BUFFER_BYTES: u32 = telegen_common::DEFAULT_RING_BYTES;
     pub const EXPORT_QUEUE_BYTES: usize = 1 << 20;
+    pub const MAX_BODY_BYTES: usize = 20 << 20;
+    pub const RETRY_INITIAL_MS: u64 = 1_000;
+    pub const RETRY_MAX_MS: u64 = 30_000;
+    pub const SPOOL_MAX_BYTES: u64 = 64 << 20;
 }
 
 impl Default for Config {
@@ -144,14 +236,25 @@ impl Default for Config {
             endpoint: None,
             batch_size,
             interval_ms,
+            otlp: OtlpOverrides::default(),
         };
         Self {
             console: false,
             otlp: Otlp {
                 endpoint: None,
-                headers: Vec::new(),
-                compression: Compression::Gzip,
-                timeout_ms: defaults::TIMEOUT_MS,
+                base: OtlpOverrides {
+                    headers: Some(Vec::new()),
+                    compression: Some(Compression::Gzip),
+                    protocol: Some(Protocol::HttpProtobuf),
+                    timeout_ms: Some(defaults::TIMEOUT_MS),
+                    certificate: None,
+                    client_key: None,
+                    client_certificate: None,
+                },
+                insecure_skip_verify: false,
+                max_body_bytes: defaults::MAX_BODY_BYTES,
+                retry_initial_ms: defaults::RETRY_INITIAL_MS,
+                retry_max_ms: defaults::RETRY_MAX_MS,
             },
             metrics: signal(defaults::METRICS_BATCH, defaults::METRIC_INTERVAL_MS),
             traces: signal(defaults::TRACES_BATCH, defaults::BSP_SCHEDULE_DELAY_MS),
@@ -165,6 +268,7 @@ impl Default for Config {
                 ring_buffer_bytes: defaults::RING_BUFFER_BYTES,
                 export_queue_bytes: defaults::EXPORT_QUEUE_BYTES,
             },
+            spool: None,
         }
     }
 }
@@ -176,11 +280,7 @@ impl Config {
     /// appended to its path, as the specification says. In console mode nothing is exported
     /// unless an endpoint was set explicitly.
     pub fn endpoint_for(&self, signal: Signal) -> Option<Endpoint> {
-        let s = match signal {
-            Signal::Traces => &self.traces,
-            Signal::Metrics => &self.metrics,
-            Signal::Logs => &self.logs,
-        };
+        let s = self.signal(signal);
         if !s.enabled {
             return None;
         }
@@ -194,6 +294,43 @@ impl Config {
             None => Endpoint::parse(defaults::ENDPOINT).ok()?,
         };
         Some(base.join_signal(signal.path()))
+    }
+
+    pub fn signal(&self, signal: Signal) -> &SignalConfig {
+        match signal {
+            Signal::Traces => &self.traces,
+            Signal::Metrics => &self.metrics,
+            Signal::Logs => &self.logs,
+        }
+    }
+
+    /// The resolved settings of a signal's exporter, or `None` when it is not exported.
+    pub fn export_settings(&self, signal: Signal) -> Option<ExportSettings> {
+        let endpoint = self.endpoint_for(signal)?;
+        let s = self.signal(signal);
+        let mut o = self.otlp.base.clone();
+        o.merge(s.otlp.clone());
+        let spool = self.spool.as_ref().map(|sp| Spool {
+            dir: sp.dir.join(signal.path().trim_start_matches("v1/")),
+            ..sp.clone()
+        });
+        Some(ExportSettings {
+            endpoint,
+            headers: o.headers.unwrap_or_default(),
+            compression: o.compression.unwrap_or(Compression::Gzip),
+            protocol: o.protocol.unwrap_or(Protocol::HttpProtobuf),
+            timeout_ms: o.timeout_ms.unwrap_or(defaults::TIMEOUT_MS),
+            certificate: o.certificate,
+            client_key: o.client_key,
+            client_certificate: o.client_certificate,
+            insecure_skip_verify: self.otlp.insecure_skip_verify,
+            max_body_bytes: self.otlp.max_body_bytes,
+            retry_initial_ms: self.otlp.retry_initial_ms,
+            retry_max_ms: self.otlp.retry_max_ms,
+            batch_size: s.batch_size,
+            queue_bytes: self.limits.export_queue_bytes,
+            spool,
+        })
     }
 
     /// Checks values that each source could not check alone.
@@ -227,8 +364,39 @@ impl Config {
                 ),
             ));
         }
-        if self.otlp.timeout_ms == 0 {
-            return Err(Error::new("otlp.timeout_ms", "must be above 0"));
+        for sig in [Signal::Metrics, Signal::Traces, Signal::Logs] {
+            let Some(e) = self.export_settings(sig) else {
+                continue;
+            };
+            let name = sig.path().trim_start_matches("v1/");
+            if e.timeout_ms == 0 {
+                return Err(Error::new(
+                    format!("{name}: OTLP timeout"),
+                    "must be above 0 ms",
+                ));
+            }
+            if e.client_key.is_some() != e.client_certificate.is_some() {
+                return Err(Error::new(
+                    format!("{name}: mTLS"),
+                    "a client key and a client certificate go together: set both or neither",
+                ));
+            }
+        }
+        if self.otlp.max_body_bytes < 1024 {
+            return Err(Error::new("otlp.max_body_bytes", "must be at least 1024"));
+        }
+        if self.otlp.retry_initial_ms == 0 || self.otlp.retry_max_ms < self.otlp.retry_initial_ms {
+            return Err(Error::new(
+                "otlp.retry_initial_ms/retry_max_ms",
+                "need 0 < retry_initial_ms <= retry_max_ms",
+            ));
+        }
+        if self
+            .spool
+            .as_ref()
+            .is_some_and(|sp| sp.max_bytes < 64 * 1024)
+        {
+            return Err(Error::new("spool.max_bytes", "must be at least 65536"));
         }
         Ok(())
     }

@@ -31,8 +31,13 @@ fn defaults_follow_the_specification() {
     let m = c.endpoint_for(Signal::Metrics).unwrap();
     assert_eq!(m.to_string(), "http://localhost:4318/v1/metrics");
     assert_eq!(c.metrics.interval_ms, 60_000);
-    assert_eq!(c.otlp.timeout_ms, 10_000);
-    assert_eq!(c.otlp.compression, Compression::Gzip);
+    let e = c.export_settings(Signal::Metrics).unwrap();
+    assert_eq!(
+        (e.timeout_ms, e.compression, e.protocol),
+        (10_000, Compression::Gzip, Protocol::HttpProtobuf)
+    );
+    assert_eq!(e.max_body_bytes, 20 << 20);
+    assert_eq!(e.spool, None);
 }
 
 #[test]
@@ -94,7 +99,7 @@ fn env_headers_and_resource_attributes_are_percent_decoded() {
         ],
     );
     assert_eq!(
-        c.otlp.headers,
+        c.export_settings(Signal::Metrics).unwrap().headers,
         vec![
             ("api-key".into(), "se cret".into()),
             ("x-tenant".into(), "a,b".into())
@@ -170,6 +175,11 @@ fn bad_values_are_refused_with_their_source() {
     assert!(e.message.contains("http://"), "{e}");
     let e = run(&[], &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).unwrap_err();
     assert!(e.message.contains("4318"), "{e}");
+    let e = run(&[], &[("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "x")]).unwrap_err();
+    assert_eq!(e.source, "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT");
+    let e = run(&[], &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem")]).unwrap_err();
+    assert!(e.message.contains("client certificate"), "{e}");
+
     let e = run(&[], &[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")]).unwrap_err();
     assert!(e.message.contains("gzip"), "{e}");
     let f = write("ring.toml", "[limits]\nring_buffer_bytes = 5000\n");
@@ -197,4 +207,68 @@ fn commands() {
     assert_eq!(run(&["--help"], &[]), Ok(Command::Help));
     assert_eq!(run(&["-V"], &[]), Ok(Command::Version));
     assert!(matches!(run(&["check"], &[]), Ok(Command::Check(_))));
+}
+
+#[test]
+fn signal_settings_override_the_base_ones() {
+    let c = config(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=1"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "5000"),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "b=2"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
+        ],
+    );
+    let m = c.export_settings(Signal::Metrics).unwrap();
+    assert_eq!(m.headers, vec![("b".to_string(), "2".to_string())]);
+    assert_eq!((m.protocol, m.timeout_ms), (Protocol::HttpJson, 5000));
+    assert_eq!(
+        m.certificate.as_deref(),
+        Some(std::path::Path::new("/etc/ca.pem"))
+    );
+    let t = c.export_settings(Signal::Traces).unwrap();
+    assert_eq!(t.headers, vec![("a".to_string(), "1".to_string())]);
+    assert_eq!(
+        (t.protocol, t.compression),
+        (Protocol::HttpProtobuf, Compression::None)
+    );
+}
+
+#[test]
+fn file_sets_tls_retry_and_spool() {
+    let f = write(
+        "tls.toml",
+        "[otlp]\ncertificate = \"/ca.pem\"\nclient_key = \"/k.pem\"\nclient_certificate = \"/c.pem\"\n\
+         retry_initial_ms = 200\nretry_max_ms = 800\nmax_body_bytes = 4096\n\
+         [metrics]\ncompression = \"none\"\n[spool]\ndir = \"/var/spool/telegen\"\nmax_bytes = 1048576\nfsync = \"never\"\n",
+    );
+    let c = config(&["-c", &f], &[]);
+    let m = c.export_settings(Signal::Metrics).unwrap();
+    assert_eq!(
+        m.client_key.as_deref(),
+        Some(std::path::Path::new("/k.pem"))
+    );
+    assert_eq!(
+        (m.retry_initial_ms, m.retry_max_ms, m.max_body_bytes),
+        (200, 800, 4096)
+    );
+    assert_eq!(m.compression, Compression::None);
+    let sp = m.spool.unwrap();
+    assert_eq!(sp.dir, std::path::Path::new("/var/spool/telegen/metrics"));
+    assert_eq!((sp.max_bytes, sp.fsync), (1 << 20, Fsync::Never));
+    let c = config(&["--spool-dir", "/tmp/sp"], &[]);
+    assert_eq!(
+        c.export_settings(Signal::Metrics)
+            .unwrap()
+            .spool
+            .unwrap()
+            .fsync,
+        Fsync::Always
+    );
+    let f = write("sp.toml", "[spool]\ndir = \"/x\"\nfsync = \"sometimes\"\n");
+    let e = run(&["-c", &f], &[]).unwrap_err();
+    assert!(e.message.contains("always or never"), "{e}");
 }

@@ -17,6 +17,8 @@ pub enum Kind {
     Counter,
     /// A cumulative histogram with explicit bucket bounds.
     Histogram,
+    /// A value sampled at export time (queue sizes and the like).
+    Gauge,
 }
 
 /// The fixed description of a metric: one place for its name, unit and meaning.
@@ -129,6 +131,7 @@ impl Histogram {
 /// Receives the current value of every series of a metric.
 pub trait MetricSink {
     fn counter(&mut self, desc: &MetricDesc, attrs: &[Attr], value: u64);
+    fn gauge(&mut self, desc: &MetricDesc, attrs: &[Attr], value: i64);
     fn histogram(&mut self, desc: &MetricDesc, attrs: &[Attr], value: &Histogram);
 }
 
@@ -234,6 +237,7 @@ mod tests {
         fn counter(&mut self, _: &MetricDesc, attrs: &[Attr], value: u64) {
             self.0.push((alloc::format!("{:?}", attrs[0].value), value));
         }
+        fn gauge(&mut self, _: &MetricDesc, _: &[Attr], _: i64) {}
         fn histogram(&mut self, _: &MetricDesc, _: &[Attr], _: &Histogram) {}
     }
 

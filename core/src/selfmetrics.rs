@@ -39,10 +39,18 @@ pub enum DropReason {
     ExportRejected,
     /// Data points whose batch was pushed out of a full export queue.
     ExportQueueFull,
+    /// A single item larger than the collector accepts (413 with nothing left to split).
+    ExportTooLarge,
+    /// Items the collector reported as rejected in a `partial_success`.
+    ExportPartialRejected,
+    /// Items in spool records dropped to keep the spool under its size cap.
+    SpoolFull,
+    /// Spool records found torn or corrupted (counted per record: their item count is lost).
+    SpoolCorrupt,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 12] = [
         Self::KernelRingFull,
         Self::KernelReadFailed,
         Self::DecodeError,
@@ -51,6 +59,10 @@ impl DropReason {
         Self::ExportFailed,
         Self::ExportRejected,
         Self::ExportQueueFull,
+        Self::ExportTooLarge,
+        Self::ExportPartialRejected,
+        Self::SpoolFull,
+        Self::SpoolCorrupt,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -63,6 +75,10 @@ impl DropReason {
             Self::ExportFailed => "export_failed",
             Self::ExportRejected => "export_rejected",
             Self::ExportQueueFull => "export_queue_full",
+            Self::ExportTooLarge => "export_too_large",
+            Self::ExportPartialRejected => "export_partial_rejected",
+            Self::SpoolFull => "spool_full",
+            Self::SpoolCorrupt => "spool_corrupt",
         }
     }
 

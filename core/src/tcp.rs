@@ -393,6 +393,9 @@ mod tests {
         fn counter(&mut self, d: &MetricDesc, attrs: &[Attr], value: u64) {
             self.0.push((d.name.into(), flat(attrs), value));
         }
+        fn gauge(&mut self, d: &MetricDesc, attrs: &[Attr], value: i64) {
+            self.0.push((d.name.into(), flat(attrs), value as u64));
+        }
         fn histogram(&mut self, d: &MetricDesc, attrs: &[Attr], h: &Histogram) {
             self.0.push((d.name.into(), flat(attrs), h.count));
         }

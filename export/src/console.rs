@@ -31,6 +31,12 @@ impl MetricSink for ConsoleSink {
         let _ = writeln!(self.out, " {value}");
     }
 
+    fn gauge(&mut self, desc: &MetricDesc, attrs: &[Attr], value: i64) {
+        let _ = write!(self.out, "metric {}", desc.name);
+        attrs_text(&mut self.out, attrs);
+        let _ = writeln!(self.out, " {value}");
+    }
+
     fn histogram(&mut self, desc: &MetricDesc, attrs: &[Attr], h: &Histogram) {
         let _ = write!(self.out, "metric {}", desc.name);
         attrs_text(&mut self.out, attrs);

@@ -17,6 +17,7 @@ pub struct RequestHead<'a> {
     pub path: &'a str,
     /// Extra headers; values are secrets and are never logged.
     pub headers: &'a [(String, String)],
+    pub content_type: &'a str,
     pub gzip: bool,
 }
 
@@ -39,10 +40,11 @@ pub fn write_request(out: &mut Vec<u8>, head: &RequestHead<'_>, body: &[u8]) {
     let _ = write!(
         out,
         "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: telegen/{}\r\n\
-         Content-Type: application/x-protobuf\r\nContent-Length: {}\r\n",
+         Content-Type: {}\r\nContent-Length: {}\r\n",
         head.path,
         head.authority,
         env!("CARGO_PKG_VERSION"),
+        head.content_type,
         body.len()
     );
     if head.gzip {
@@ -313,6 +315,7 @@ mod tests {
             authority: "c:4318",
             path: "/v1/metrics",
             headers: &headers,
+            content_type: "application/x-protobuf",
             gzip: true,
         };
         write_request(&mut out, &head, b"BODY");

@@ -7,7 +7,10 @@
 //! The socket, TLS and the clock belong to `io`; this crate never names a file descriptor.
 
 pub mod client;
+pub mod codec;
 pub mod console;
 pub mod http;
 pub mod otlp;
 pub mod payload;
+pub mod retry;
+pub mod spool;

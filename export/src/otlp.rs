@@ -1,9 +1,10 @@
 //! OTLP protobuf messages built from the core's metric view.
 
+use crate::codec::{point_count, split_metric};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Histogram as OtlpHistogram, HistogramDataPoint, Metric,
+    AggregationTemporality, Gauge, Histogram as OtlpHistogram, HistogramDataPoint, Metric,
     NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -83,6 +84,9 @@ impl MetricsCollector {
                         data_points: Vec::new(),
                         aggregation_temporality: cumulative,
                     }),
+                    Kind::Gauge => metric::Data::Gauge(Gauge {
+                        data_points: Vec::new(),
+                    }),
                 };
                 self.metrics.push(Metric {
                     name: desc.name.to_string(),
@@ -113,7 +117,7 @@ impl MetricsCollector {
                 let room = batch_size - in_current;
                 let n = point_count(&m);
                 if n > room {
-                    rest = Some(split_off(&mut m, room));
+                    rest = Some(split_metric(&mut m, room));
                 }
                 in_current += point_count(&m);
                 if point_count(&m) > 0 {
@@ -129,37 +133,6 @@ impl MetricsCollector {
             requests.push(request(resource, current));
         }
         requests
-    }
-}
-
-fn point_count(m: &Metric) -> usize {
-    match &m.data {
-        Some(metric::Data::Sum(s)) => s.data_points.len(),
-        Some(metric::Data::Histogram(h)) => h.data_points.len(),
-        _ => 0,
-    }
-}
-
-/// Moves the points after the first `keep` into a copy of `m` and returns it.
-fn split_off(m: &mut Metric, keep: usize) -> Metric {
-    let data = match &mut m.data {
-        Some(metric::Data::Sum(s)) => Some(metric::Data::Sum(Sum {
-            data_points: s.data_points.split_off(keep),
-            aggregation_temporality: s.aggregation_temporality,
-            is_monotonic: s.is_monotonic,
-        })),
-        Some(metric::Data::Histogram(h)) => Some(metric::Data::Histogram(OtlpHistogram {
-            data_points: h.data_points.split_off(keep),
-            aggregation_temporality: h.aggregation_temporality,
-        })),
-        _ => None,
-    };
-    Metric {
-        name: m.name.clone(),
-        description: m.description.clone(),
-        unit: m.unit.clone(),
-        data,
-        ..Default::default()
     }
 }
 
@@ -193,6 +166,19 @@ impl MetricSink for MetricsCollector {
                 value: Some(number_data_point::Value::AsInt(
                     i64::try_from(value).unwrap_or(i64::MAX),
                 )),
+                ..Default::default()
+            });
+            self.points += 1;
+        }
+    }
+
+    fn gauge(&mut self, desc: &MetricDesc, attrs: &[Attr], value: i64) {
+        let now = self.now_ns;
+        if let Some(metric::Data::Gauge(g)) = &mut self.metric(desc).data {
+            g.data_points.push(NumberDataPoint {
+                attributes: attrs.iter().map(kv).collect(),
+                time_unix_nano: now,
+                value: Some(number_data_point::Value::AsInt(value)),
                 ..Default::default()
             });
             self.points += 1;

@@ -21,9 +21,21 @@ impl Encoder {
         }
         self.proto.clear();
         let _ = msg.encode(&mut self.proto);
+        let proto = std::mem::take(&mut self.proto);
+        self.compress(&proto, true, out);
+        self.proto = proto;
+    }
+
+    /// Copies `plain` into `out` (cleared first), gzipped when `gzip` is set.
+    pub fn compress(&mut self, plain: &[u8], gzip: bool, out: &mut Vec<u8>) {
+        out.clear();
+        if !gzip {
+            out.extend_from_slice(plain);
+            return;
+        }
         let mut gz = GzEncoder::new(std::mem::take(out), Compression::default());
         // Writing into a Vec cannot fail.
-        let _ = gz.write_all(&self.proto);
+        let _ = gz.write_all(plain);
         *out = gz.finish().unwrap_or_default();
     }
 }

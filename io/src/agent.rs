@@ -16,11 +16,11 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use telegen_config::{Compression, Config, Signal};
+use telegen_config::{Config, Signal};
 use telegen_core::record::{self, Record};
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
 use telegen_core::tcp::{Process, TcpLimits, TcpTracker};
-use telegen_export::client::{Batch, Exporter, Target};
+use telegen_export::codec::encode_fitting;
 use telegen_export::console::ConsoleSink;
 use telegen_export::otlp::MetricsCollector;
 use telegen_export::payload::Encoder;
@@ -48,7 +48,6 @@ pub struct Agent {
     metrics: Option<Connection>,
     resource: Resource,
     encoder: Encoder,
-    body: Vec<u8>,
     start_unix_ns: u64,
 }
 
@@ -92,25 +91,20 @@ impl Agent {
             tracker.seed_listener(o.port, Process { pid: o.pid, comm }, &mut counters);
         }
 
-        let metrics = match config.endpoint_for(Signal::Metrics) {
-            Some(endpoint) => {
-                let target = Target {
-                    authority: endpoint.authority(),
-                    path: endpoint.path.clone(),
-                    headers: config.otlp.headers.clone(),
-                    gzip: config.otlp.compression == Compression::Gzip,
-                };
+        let epoch = Instant::now();
+        let metrics = match config.export_settings(Signal::Metrics) {
+            Some(settings) => {
                 log::info!(
-                    "exporting metrics to {endpoint} every {} ms",
+                    "exporting metrics to {} every {} ms",
+                    settings.endpoint,
                     config.metrics.interval_ms
                 );
-                let exporter = Exporter::new(target, config.limits.export_queue_bytes);
-                let timeout = Duration::from_millis(config.otlp.timeout_ms);
                 Some(Connection::new(
-                    exporter,
-                    endpoint,
+                    "metrics",
+                    &settings,
                     METRICS_EXPORT,
-                    timeout,
+                    epoch,
+                    &mut counters,
                 )?)
             }
             None => None,
@@ -130,7 +124,6 @@ impl Agent {
             metrics,
             resource,
             encoder: Encoder::default(),
-            body: Vec::new(),
             start_unix_ns: unix_ns(),
         })
     }
@@ -144,7 +137,7 @@ impl Agent {
         loop {
             let now = Instant::now();
             let mut wake = next_export;
-            if let Some(d) = self.metrics.as_ref().and_then(Connection::deadline) {
+            if let Some(d) = self.metrics.as_ref().and_then(|c| c.wake_at(now)) {
                 wake = wake.min(d);
             }
             if let Some(s) = shutdown_by {
@@ -172,6 +165,9 @@ impl Agent {
                                         &mut self.counters,
                                     );
                                     self.collect_metrics(now);
+                                    if let Some(c) = self.metrics.as_mut() {
+                                        c.begin_shutdown(&self.poll, now, &mut self.counters);
+                                    }
                                 }
                                 Request::Shutdown => {}
                                 Request::Reload => {
@@ -189,19 +185,20 @@ impl Agent {
                 }
             }
             if let Some(c) = self.metrics.as_mut() {
-                c.check_timeout(&self.poll, now, &mut self.counters);
+                c.on_timer(&self.poll, now, &mut self.counters);
             }
             if let Some(by) = shutdown_by {
-                let idle = self.metrics.as_ref().is_none_or(|c| c.exporter.is_idle());
-                if idle {
-                    return Ok(());
-                }
-                if now >= by {
-                    let left = self
-                        .metrics
-                        .as_ref()
-                        .map_or(0, |c| c.exporter.queued_bytes());
-                    log::warn!("shutdown budget spent with {left} bytes not delivered");
+                let done = self.metrics.as_ref().is_none_or(Connection::may_stop);
+                if done || now >= by {
+                    if let Some(c) = self.metrics.as_mut() {
+                        if !done {
+                            log::warn!(
+                                "shutdown budget spent with {} bytes not delivered",
+                                c.exporter.queued_bytes()
+                            );
+                        }
+                        c.finish_shutdown(&self.poll, &mut self.counters);
+                    }
                     return Ok(());
                 }
                 continue;
@@ -226,6 +223,9 @@ impl Agent {
             let mut sink = ConsoleSink::default();
             self.tracker.report(&mut sink);
             self.counters.report(&mut sink);
+            if let Some(c) = &self.metrics {
+                c.report(&mut sink);
+            }
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(sink.out.as_bytes());
             let _ = out.flush();
@@ -235,36 +235,25 @@ impl Agent {
         };
         let mut collector = MetricsCollector::new(self.start_unix_ns, now_unix);
         self.tracker.report(&mut collector);
-        // Counters go last so that they include this round's own drops next time.
         self.counters.report(&mut collector);
-        let gzip = self.config.otlp.compression == Compression::Gzip;
+        conn.report(&mut collector);
+        let codec = conn.codec();
+        let max = self.config.otlp.max_body_bytes;
+        let mut batches = Vec::new();
         for req in collector.into_requests(&self.resource, self.config.metrics.batch_size) {
-            let items = req
-                .resource_metrics
-                .iter()
-                .flat_map(|r| &r.scope_metrics)
-                .flat_map(|s| &s.metrics)
-                .map(point_count)
-                .sum::<usize>() as u64;
-            self.encoder.encode(&req, gzip, &mut self.body);
-            conn.exporter.enqueue(
-                Batch {
-                    body: self.body.clone(),
-                    items,
-                },
+            encode_fitting(
+                &codec,
+                &mut self.encoder,
+                req,
+                max,
                 &mut self.counters,
+                &mut batches,
             );
         }
+        for b in batches {
+            conn.enqueue(b, now, &mut self.counters);
+        }
         conn.kick(&self.poll, now, &mut self.counters);
-    }
-}
-
-fn point_count(m: &opentelemetry_proto::tonic::metrics::v1::Metric) -> usize {
-    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-    match &m.data {
-        Some(Data::Sum(s)) => s.data_points.len(),
-        Some(Data::Histogram(h)) => h.data_points.len(),
-        _ => 0,
     }
 }
 

@@ -8,6 +8,8 @@ mod logger;
 mod procfs;
 mod resource;
 mod signals;
+mod spool;
+mod tls;
 mod tracefs;
 mod transport;
 
@@ -35,6 +37,10 @@ fn main() -> ExitCode {
         }
         Command::Check(config) => ExitCode::from(check::run(&config) as u8),
         Command::Run(config) => {
+            if let Err(e) = check_headers(&config) {
+                eprintln!("telegen: {e}");
+                return ExitCode::from(2);
+            }
             let result = agent::Agent::new(config).and_then(agent::Agent::run);
             match result {
                 Ok(()) => ExitCode::SUCCESS,
@@ -46,4 +52,25 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Refuses OTLP headers that cannot go on the wire (names and values are checked with the
+/// same rule the request writer applies; values are never printed).
+fn check_headers(config: &telegen_config::Config) -> Result<(), String> {
+    use telegen_config::Signal;
+    for signal in [Signal::Metrics, Signal::Traces, Signal::Logs] {
+        let Some(s) = config.export_settings(signal) else {
+            continue;
+        };
+        for (k, v) in &s.headers {
+            if !telegen_export::http::header_ok(k, v) {
+                return Err(format!(
+                    "OTLP header {k:?} for {}: the name must be an HTTP token and the value \
+                     free of control characters",
+                    signal.path()
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -201,33 +201,68 @@ fn listeners_older_than_the_agent_are_attributed() {
     );
 }
 
+/// The last value printed on the console for a metric line prefix.
+fn console_values(text: &str, prefix: &str) -> Vec<i64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|v| v.trim().parse().ok())
+        .collect()
+}
+
 #[test]
-fn an_unreachable_collector_is_counted_not_fatal() {
+fn an_unreachable_collector_is_retried_bounded_and_counted() {
     assert!(is_root(), "this test loads eBPF programs: run it as root");
-    // Nothing listens on port 9 of loopback: every export fails to connect.
-    let out = std::env::temp_dir().join(format!("telegen-unreachable-{}.txt", std::process::id()));
+    // Nothing listens on port 9 of loopback: every export fails to connect. The queue holds
+    // about two batches, so it overflows within the test.
+    let dir = std::env::temp_dir().join(format!("telegen-unreachable-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("telegen.toml");
+    std::fs::write(
+        &cfg,
+        "[otlp]\nendpoint = \"http://127.0.0.1:9\"\nretry_initial_ms = 100\nretry_max_ms = 200\n\
+         [limits]\nexport_queue_bytes = 3000\n",
+    )
+    .unwrap();
+    let out = dir.join("console.txt");
     let file = std::fs::File::create(&out).unwrap();
     let mut agent = start_agent_to(
-        &["--console", "--metric-interval", "200"],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")],
+        &[
+            "--console",
+            "--metric-interval",
+            "200",
+            "-c",
+            cfg.to_str().unwrap(),
+        ],
+        &[],
         file.into(),
     );
-    std::thread::sleep(Duration::from_millis(900));
-    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(2000));
+    let (status, took) = terminate(&mut agent, Duration::from_secs(5));
     assert!(status.success(), "{status:?}");
-    // The console shows the failed exports counted as drops, growing each interval.
+    assert!(took < Duration::from_secs(5));
     let text = std::fs::read_to_string(&out).unwrap();
-    let counts: Vec<u64> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("metric telegen.agent.dropped{reason=\"export_failed\"} "))
-        .map(|v| v.parse().unwrap())
-        .collect();
-    assert!(counts.len() >= 3, "console printed each interval: {text}");
-    assert_eq!(counts[0], 0, "nothing failed before the first export");
-    assert!(
-        counts.windows(2).all(|w| w[1] > w[0]),
-        "every failed export counted: {counts:?}"
+    let failures = console_values(
+        &text,
+        "metric telegen.agent.export.failures{signal=\"metrics\",reason=\"connection\"} ",
     );
+    assert!(failures.len() >= 5, "console printed each interval: {text}");
+    assert!(
+        failures.windows(2).all(|w| w[1] >= w[0]) && *failures.last().unwrap() >= 3,
+        "{failures:?}"
+    );
+    let queued = console_values(
+        &text,
+        "metric telegen.agent.export.queue.bytes{signal=\"metrics\"} ",
+    );
+    assert!(
+        queued.iter().all(|q| *q <= 3000 + 2000),
+        "bounded queue (plus one in flight): {queued:?}"
+    );
+    let full = console_values(
+        &text,
+        "metric telegen.agent.dropped{reason=\"export_queue_full\"} ",
+    );
+    assert!(*full.last().unwrap() > 0, "overflow counted: {full:?}");
 }
 
 /// Closes with SO_LINGER {on, 0}: the kernel aborts the connection with a RST.
