@@ -4,51 +4,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::process::{Command, Stdio};
+use std::net::TcpStream;
 use std::time::Duration;
 use support::*;
-
-/// A Python TCP server in its own process: accepts, reads to EOF, answers, closes
-/// (a client's reset ends that connection early).
-fn start_server() -> (Proc, u16) {
-    let script = r#"
-import socket, sys
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-s.listen(128)
-print(s.getsockname()[1], flush=True)
-while True:
-    c, _ = s.accept()
-    try:
-        while c.recv(4096):
-            pass
-        c.sendall(b"bye")
-    except ConnectionResetError:
-        pass
-    c.close()
-"#;
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Proc(child), line.trim().parse().unwrap())
-}
-
-fn connect_once(port: u16) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"hello").unwrap();
-    s.shutdown(Shutdown::Write).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    assert_eq!(buf, b"bye");
-}
 
 #[test]
 fn tcp_connections_reach_an_otlp_backend() {

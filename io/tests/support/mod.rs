@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,6 +45,11 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(name: &str) -> Receiver {
+        Self::start_with(name, 0, &[])
+    }
+
+    /// A receiver on `port` (0: any) with extra arguments (`--script`, `--tls`, ...).
+    pub fn start_with(name: &str, port: u16, args: &[&str]) -> Receiver {
         let out = std::env::temp_dir().join(format!("telegen-{name}-{}.jsonl", std::process::id()));
         let _ = std::fs::remove_file(&out);
         let script = concat!(
@@ -51,8 +57,10 @@ impl Receiver {
             "/tests/support/otlp_receiver.py"
         );
         let mut child = Command::new(python())
-            .args([script, "0"])
+            .arg(script)
+            .arg(port.to_string())
             .arg(&out)
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the OTLP receiver (run cross/bootstrap.sh first)");
@@ -72,6 +80,18 @@ impl Receiver {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Waits until at least `n` requests arrived (or `limit` passes); returns them.
+    pub fn wait_for(&self, n: usize, limit: Duration) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let r = self.requests();
+            if r.len() >= n || start.elapsed() > limit {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.out)
@@ -80,6 +100,42 @@ impl Receiver {
             .map(|l| serde_json::from_str(l).expect("receiver writes JSON"))
             .collect()
     }
+}
+
+/// A TCP port on loopback that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A file in a fresh per-test temporary directory.
+pub fn scratch(test: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("telegen-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Sum over the series of the latest export of a counter, filtered by attributes.
+pub fn latest_total(requests: &[Value], name: &str, want: &[(&str, &str)]) -> u64 {
+    let pts = points(requests, name);
+    let last = pts.iter().map(|p| p.time).max().unwrap_or(0);
+    pts.iter()
+        .filter(|p| p.time == last)
+        .filter(|p| want.iter().all(|(k, v)| attr(&p.attrs, k) == Some(*v)))
+        .map(|p| p.value)
+        .sum()
+}
+
+fn agent_log_path(pid: u32) -> PathBuf {
+    std::env::temp_dir().join(format!("telegen-agent-{pid}.log"))
+}
+
+/// What the agent started with [`start_agent`] wrote on stderr so far.
+pub fn agent_log(p: &Proc) -> String {
+    std::fs::read_to_string(agent_log_path(p.0.id())).unwrap_or_default()
 }
 
 /// Starts the agent with `args` and `env`, waiting until its programs are attached.
@@ -97,9 +153,12 @@ pub fn start_agent_to(args: &[&str], env: &[(&str, &str)], stdout: Stdio) -> Pro
     let mut child = cmd.spawn().expect("start the agent");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let log_path = agent_log_path(child.id());
     std::thread::spawn(move || {
+        let mut log = std::fs::File::create(log_path).unwrap();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("[agent] {line}");
+            let _ = writeln!(log, "{line}");
             if line.contains("attached tracepoints") {
                 let _ = tx.send(());
             }
@@ -221,4 +280,44 @@ pub fn latest(points: &[Point], want: &[(&str, &str)]) -> Option<Point> {
         .filter(|p| want.iter().all(|(k, v)| attr(&p.attrs, k) == Some(*v)))
         .max_by_key(|p| p.time)
         .cloned()
+}
+
+/// A Python TCP server in its own process: accepts, reads to EOF, answers, closes
+/// (a client's reset ends that connection early).
+pub fn start_server() -> (Proc, u16) {
+    let script = r#"
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(128)
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    try:
+        while c.recv(4096):
+            pass
+        c.sendall(b"bye")
+    except ConnectionResetError:
+        pass
+    c.close()
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Proc(child), line.trim().parse().unwrap())
+}
+
+pub fn connect_once(port: u16) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"hello").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    assert_eq!(buf, b"bye");
 }
