@@ -41,7 +41,14 @@ pub fn budget(config: &Config) -> Budget {
         "TCP tables and metric series",
         Agent::tcp_limits(config).bytes(),
     );
-    b.add("export queue", config.limits.export_queue_bytes);
+    b.add("metrics export queue", config.limits.export_queue_bytes);
+    if let Some(sp) = &config.spool {
+        // The spool reader holds one segment (or one record larger than a segment).
+        b.add(
+            "spool segment buffer (disk: spool.max_bytes)",
+            crate::spool::segment_target(sp.max_bytes) as usize,
+        );
+    }
     b.add("HTTP response buffer", MAX_RESPONSE_BYTES);
     b.add("socket read buffer", 16 * 1024);
     b
@@ -152,10 +159,10 @@ pub fn run(config: &Config) -> i32 {
     let b = budget(config);
     println!("\nmemory budget (fixed at start-up):");
     for i in &b.items {
-        println!("  {:<30} {:>10} bytes", i.what, i.bytes);
+        println!("  {:<44} {:>10} bytes", i.what, i.bytes);
     }
     println!(
-        "  {:<30} {:>10} bytes ({:.1} MiB)",
+        "  {:<44} {:>10} bytes ({:.1} MiB)",
         "total",
         b.total(),
         b.total() as f64 / 1048576.0

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::io::{BufRead, BufReader};
 
 /// A listening TCP socket from /proc/net/tcp{,6}.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,21 +12,17 @@ pub struct ListenSocket {
     pub inode: u64,
 }
 
-/// Parses /proc/net/tcp or tcp6 text into its listening sockets.
-pub fn parse_net_tcp(text: &str) -> Vec<ListenSocket> {
+/// The listening socket a /proc/net/tcp{,6} line describes, if it is one.
+pub fn parse_net_tcp_line(line: &str) -> Option<ListenSocket> {
     const LISTEN: &str = "0A";
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() < 10 || cols[3] != LISTEN {
-                return None;
-            }
-            let port = u16::from_str_radix(cols[1].rsplit(':').next()?, 16).ok()?;
-            let inode = cols[9].parse().ok()?;
-            Some(ListenSocket { port, inode })
-        })
-        .collect()
+    let mut cols = line.split_whitespace();
+    let local = cols.nth(1)?;
+    if cols.nth(1)? != LISTEN {
+        return None;
+    }
+    let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+    let inode = cols.nth(5)?.parse().ok()?;
+    Some(ListenSocket { port, inode })
 }
 
 /// A process that owns a listening socket.
@@ -41,8 +38,12 @@ pub struct ListenOwner {
 pub fn listening_owners() -> Vec<ListenOwner> {
     let mut by_inode: HashMap<u64, u16> = HashMap::new();
     for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        if let Ok(text) = fs::read_to_string(f) {
-            for s in parse_net_tcp(&text) {
+        // Streamed line by line: with many sockets in TIME_WAIT the file runs to megabytes.
+        let Ok(file) = fs::File::open(f) else {
+            continue;
+        };
+        for line in BufReader::new(file).lines().skip(1).map_while(Result::ok) {
+            if let Some(s) = parse_net_tcp_line(&line) {
                 by_inode.insert(s.inode, s.port);
             }
         }
@@ -137,8 +138,13 @@ mod tests {
     #[test]
     fn finds_listeners_in_proc_net_tcp() {
         let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0\n   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 4243 1 0000000000000000 20 4 30 10 -1\n";
+        let found: Vec<_> = text
+            .lines()
+            .skip(1)
+            .filter_map(parse_net_tcp_line)
+            .collect();
         assert_eq!(
-            parse_net_tcp(text),
+            found,
             vec![ListenSocket {
                 port: 8080,
                 inode: 4242
