@@ -91,21 +91,31 @@ impl Connection {
             ^ u64::from(std::process::id()) << 32;
         let exporter =
             Exporter::new::<ExportMetricsServiceRequest>(target, s.queue_bytes, policy, seed);
-        let spool = match &s.spool {
-            Some(cfg) => {
-                let sp = Spool::open(cfg, drops)
-                    .map_err(|e| format!("spool {}: {e}", cfg.dir.display()))?;
-                if !sp.is_empty() {
-                    log::info!(
-                        "spool {}: {} bytes to deliver from before",
-                        cfg.dir.display(),
-                        sp.bytes()
-                    );
+        // An unusable spool (read-only or full disk, bad permissions) must not cost the
+        // telemetry itself: the agent runs without it and says so.
+        let spool = s
+            .spool
+            .as_ref()
+            .and_then(|cfg| match Spool::open(cfg, drops) {
+                Ok(sp) => {
+                    if !sp.is_empty() {
+                        log::info!(
+                            "spool {}: {} bytes to deliver from before",
+                            cfg.dir.display(),
+                            sp.bytes()
+                        );
+                    }
+                    Some(sp)
                 }
-                Some(sp)
-            }
-            None => None,
-        };
+                Err(e) => {
+                    log::error!(
+                        "spool {} unusable ({e}); running without a spool: undeliverable batches \
+                     wait in memory and are dropped (counted) when it is full",
+                        cfg.dir.display()
+                    );
+                    None
+                }
+            });
         Ok(Self {
             exporter,
             spool,

@@ -502,6 +502,35 @@ fn spool_survives_kill_9_and_delivers_at_least_once() {
 }
 
 #[test]
+fn an_unusable_spool_directory_does_not_stop_the_agent() {
+    assert!(is_root());
+    // A regular file where the spool directory should be.
+    let blocker = scratch("badspool", "not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let receiver = Receiver::start("badspool");
+    let spool = blocker.join("spool");
+    let mut agent = start_agent(
+        &[
+            "--metric-interval",
+            "300",
+            "--spool-dir",
+            spool.to_str().unwrap(),
+        ],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())],
+    );
+    let (_server, port) = traffic();
+    std::thread::sleep(Duration::from_millis(800));
+    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
+    assert!(status.success());
+    assert!(
+        agent_log(&agent).contains("running without a spool"),
+        "{}",
+        agent_log(&agent)
+    );
+    assert_eq!(opened_on(&receiver.requests(), port), N);
+}
+
+#[test]
 fn a_corrupted_spool_is_skipped_and_counted() {
     assert!(is_root());
     let spool = scratch("corrupt", "spool");
