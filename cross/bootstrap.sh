@@ -13,7 +13,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # Tools the build, the tests and the benchmarks call. Installed together in one apt run.
 DEB_PKGS=(
   build-essential pkg-config iproute2 procps util-linux binutils python3 python3-venv
-  gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static
+  gcc-arm-linux-gnueabihf libc6-dev-armhf-cross gcc-aarch64-linux-gnu qemu-user-static bc file
 )
 missing=()
 for p in "${DEB_PKGS[@]}"; do

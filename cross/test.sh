@@ -26,5 +26,8 @@ for target in record_decoder http_response tracefs_format spool_scan; do
       -max_total_time="$TELEGEN_FUZZ_SECONDS" -print_final_stats=1 2>&1 | tail -n 3)
 done
 
+step "cross: static aarch64/armv7/x86_64 builds, their tests under qemu-user, sizes"
+bash cross/cross.sh
+
 step "tests: unit, integration on the real kernel, end to end with the official OTLP decoder"
 cargo nextest run --release --no-fail-fast

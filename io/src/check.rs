@@ -133,7 +133,12 @@ pub fn run(config: &Config) -> i32 {
         match aya::sys::is_map_supported(aya::maps::MapType::RingBuf) {
             Ok(true) => r.ok("BPF ring buffer", "supported"),
             Ok(false) => r.fail("BPF ring buffer", "not supported by this kernel"),
-            Err(e) => r.fail("bpf()", &format!("the bpf() syscall failed: {e}")),
+            Err(e) if e.io_error.raw_os_error() == Some(libc::ENOSYS) => r.fail(
+                "bpf()",
+                "the bpf() syscall is not implemented here (an emulator such as qemu-user, \
+                 or a kernel built without CONFIG_BPF_SYSCALL)",
+            ),
+            Err(e) => r.fail("bpf()", &format!("the bpf() syscall failed: {}: {}", e.call, e.io_error)),
         }
     } else {
         r.note("BPF ring buffer", "not probed without privileges");
