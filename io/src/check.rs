@@ -138,7 +138,10 @@ pub fn run(config: &Config) -> i32 {
                 "the bpf() syscall is not implemented here (an emulator such as qemu-user, \
                  or a kernel built without CONFIG_BPF_SYSCALL)",
             ),
-            Err(e) => r.fail("bpf()", &format!("the bpf() syscall failed: {}: {}", e.call, e.io_error)),
+            Err(e) => r.fail(
+                "bpf()",
+                &format!("the bpf() syscall failed: {}: {}", e.call, e.io_error),
+            ),
         }
     } else {
         r.note("BPF ring buffer", "not probed without privileges");

@@ -5,10 +5,10 @@
 //! not fit is skipped with one log line and the others run. The ring size comes from config.
 
 use crate::tracefs;
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
-use telegen_common::{EVENTS_MAP, KERNEL_DROPS_MAP, KernelDrop, TcpTpOffsets};
+use telegen_common::{EVENTS_MAP, KERNEL_DROP_REASONS, KERNEL_DROPS_MAP, KernelDrop, TcpTpOffsets};
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
 use telegen_core::tracefs::{TcpTracepoint, tcp_offsets};
 
@@ -20,7 +20,7 @@ pub struct Kernel {
     /// Keeps programs and links alive.
     _ebpf: Ebpf,
     pub ring: RingBuf<MapData>,
-    drops: PerCpuArray<MapData, u64>,
+    drops: DropCounters,
     /// Tracepoints attached, for the start-up line.
     pub attached: Vec<&'static str>,
 }
@@ -147,7 +147,10 @@ impl Kernel {
         let drops = ebpf
             .take_map(KERNEL_DROPS_MAP)
             .ok_or("map KERNEL_DROPS missing from the object")?;
-        let drops = PerCpuArray::try_from(drops).map_err(|e| format!("drop counters: {e}"))?;
+        let aya::maps::Map::Array(drops) = drops else {
+            return Err("map KERNEL_DROPS is not an array".into());
+        };
+        let drops = DropCounters::map(drops)?;
         Ok(Self {
             _ebpf: ebpf,
             ring,
@@ -156,13 +159,70 @@ impl Kernel {
         })
     }
 
-    /// Copies the kernel's drop counters (summed over CPUs) into the agent's counters.
+    /// Copies the kernel's drop counters into the agent's counters. Reads shared memory:
+    /// no system call, so it works after privileges are dropped.
     pub fn read_drops(&self, counters: &mut AgentCounters) {
         for k in KernelDrop::ALL {
-            if let Ok(values) = self.drops.get(&(k as u32), 0) {
-                let total = values.iter().fold(0u64, |a, v| a.saturating_add(*v));
-                counters.set(DropReason::from_kernel(k), total);
-            }
+            counters.set(DropReason::from_kernel(k), self.drops.get(k as usize));
         }
+    }
+}
+
+/// The kernel's drop counters, mapped read-only into the agent's memory.
+struct DropCounters {
+    ptr: std::ptr::NonNull<u64>,
+    len: usize,
+    /// Keeps the map (and so the mapping's object) alive.
+    _map: MapData,
+}
+
+impl DropCounters {
+    fn map(map: MapData) -> Result<Self, String> {
+        use std::os::fd::{AsFd, AsRawFd};
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let bytes = KERNEL_DROP_REASONS as usize * std::mem::size_of::<u64>();
+        let len = bytes.div_ceil(page) * page;
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: mapping a BPF array created with BPF_F_MMAPABLE, read-only and shared.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(format!(
+                "mapping the drop counters: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let ptr = std::ptr::NonNull::new(p.cast::<u64>()).ok_or("mmap returned null")?;
+        Ok(Self {
+            ptr,
+            len,
+            _map: map,
+        })
+    }
+
+    fn get(&self, i: usize) -> u64 {
+        if i >= KERNEL_DROP_REASONS as usize {
+            return 0;
+        }
+        // SAFETY: in bounds of the mapping, 8-byte aligned (page-aligned base); the kernel
+        // updates it atomically, so an atomic load reads a whole value.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.ptr.as_ptr().add(i)) }
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for DropCounters {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }

@@ -290,3 +290,40 @@ fn resets_are_counted_in_both_directions() {
         Some(server.0.id().to_string().as_str())
     );
 }
+
+#[test]
+fn a_full_kernel_ring_is_counted_not_silent() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    const CONNECTIONS: u64 = 100;
+    let receiver = Receiver::start("ringfull");
+    let cfg = scratch("ringfull", "telegen.toml");
+    // A one-page ring holds about 40 records; each connection makes 5.
+    std::fs::write(&cfg, "[limits]\nring_buffer_bytes = 4096\n").unwrap();
+    let mut agent = start_agent(
+        &["-c", cfg.to_str().unwrap()],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())],
+    );
+    let (_server, port) = start_server();
+    // Stop the agent so that nothing drains the ring while the connections are made.
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGSTOP) };
+    for _ in 0..CONNECTIONS {
+        connect_once(port);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGCONT) };
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
+    assert!(status.success());
+    let r = receiver.requests();
+    let full = latest_total(
+        &r,
+        "telegen.agent.dropped",
+        &[("reason", "kernel_ring_full")],
+    );
+    let events = latest_total(&r, "telegen.agent.events", &[]);
+    assert!(full > 0, "ring-full drops counted");
+    assert!(
+        events + full >= 5 * CONNECTIONS,
+        "every record handled or counted: {events} + {full}"
+    );
+}

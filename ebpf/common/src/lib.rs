@@ -13,7 +13,9 @@
 
 /// Name of the ring buffer map that carries every event.
 pub const EVENTS_MAP: &str = "EVENTS";
-/// Name of the per-CPU array that counts what the kernel side could not deliver.
+/// Name of the array that counts what the kernel side could not deliver: one `u64` per
+/// [`KernelDrop`] reason, added to atomically, created `BPF_F_MMAPABLE` so that user space
+/// reads it through memory (no bpf() calls, hence no capability, after start-up).
 pub const KERNEL_DROPS_MAP: &str = "KERNEL_DROPS";
 /// Default size in bytes of the event ring (a power of two, a multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 256 * 1024;

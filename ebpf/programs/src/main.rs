@@ -7,12 +7,15 @@
 //! The record layouts live in `telegen-common`; this crate holds no layout of its own.
 #![no_std]
 #![no_main]
+// Atomic add on map memory: the BPF target's core lacks `fetch_add` (built with nightly).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read},
     macros::{map, tracepoint},
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, RingBuf},
     programs::TracePointContext,
 };
 use telegen_common::{
@@ -23,8 +26,13 @@ use telegen_common::{
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
+/// One counter per reason, added to atomically. Mmapable, so that user space reads it
+/// without bpf() calls (which need CAP_BPF, dropped after start-up).
 #[map(name = "KERNEL_DROPS")]
-static KERNEL_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KERNEL_DROP_REASONS, 0);
+static KERNEL_DROPS: Array<u64> = Array::with_max_entries(
+    KERNEL_DROP_REASONS,
+    aya_ebpf::bindings::BPF_F_MMAPABLE as u32,
+);
 
 #[unsafe(no_mangle)]
 static SET_STATE_OFFSETS: TcpTpOffsets = TcpTpOffsets::ABSENT;
@@ -68,8 +76,15 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 fn finish(r: Result<(), KernelDrop>) -> u32 {
     if let Err(reason) = r {
         if let Some(count) = KERNEL_DROPS.get_ptr_mut(reason as u32) {
-            // SAFETY: a per-CPU slot: no other program touches it concurrently on this CPU.
-            unsafe { *count += 1 };
+            // SAFETY: a valid, aligned map slot; other CPUs add to it atomically too. The BPF
+            // target has no `AtomicU64::fetch_add`; the intrinsic lowers to BPF's atomic add.
+            unsafe {
+                core::intrinsics::atomic_xadd::<
+                    u64,
+                    u64,
+                    { core::intrinsics::AtomicOrdering::Relaxed },
+                >(count, 1)
+            };
         }
     }
     0
