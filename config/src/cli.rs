@@ -32,6 +32,8 @@ Options:
       --metric-interval MS  metric export interval in ms (OTEL_METRIC_EXPORT_INTERVAL)
       --service-name NAME   service.name of the agent's own resource (OTEL_SERVICE_NAME)
       --spool-dir DIR       keep batches that cannot be sent in DIR (off by default)
+      --user NAME           account to run as once the programs are attached
+                            (default nobody; root keeps every privilege)
   -h, --help                print this help
   -V, --version             print the version
 
@@ -48,6 +50,7 @@ pub(crate) struct Overrides {
     metric_interval: Option<String>,
     service_name: Option<String>,
     spool_dir: Option<String>,
+    user: Option<String>,
 }
 
 pub(crate) enum Parsed {
@@ -86,6 +89,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Par
             }
             Arg::Long("service-name") => o.service_name = Some(value(&mut p, "--service-name")?),
             Arg::Long("spool-dir") => o.spool_dir = Some(value(&mut p, "--spool-dir")?),
+            Arg::Long("user") => o.user = Some(value(&mut p, "--user")?),
             Arg::Value(v) if first && v == "check" => o.check = true,
             Arg::Value(v) => {
                 return Err(Error::new(
@@ -125,6 +129,9 @@ impl Overrides {
         }
         if let Some(v) = self.service_name {
             c.service_name = Some(v);
+        }
+        if let Some(user) = self.user {
+            c.user = crate::file::user_setting(user);
         }
         if let Some(dir) = self.spool_dir {
             let spool = c.spool.get_or_insert(crate::Spool {

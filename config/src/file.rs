@@ -17,7 +17,14 @@ struct File {
     service: Option<ServiceFile>,
     limits: Option<LimitsFile>,
     spool: Option<SpoolFile>,
+    security: Option<SecurityFile>,
     console: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecurityFile {
+    user: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -168,6 +175,9 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
             apply_signal(sig, s, &|k| key(&format!("{section}.{k}")))?;
         }
     }
+    if let Some(user) = f.security.and_then(|s| s.user) {
+        c.user = user_setting(user);
+    }
     if let Some(sp) = f.spool {
         let fsync = match sp.fsync.as_deref() {
             None | Some("always") => Fsync::Always,
@@ -202,6 +212,12 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
         d.export_queue_bytes = l.export_queue_bytes.unwrap_or(d.export_queue_bytes);
     }
     Ok(())
+}
+
+/// `root` (or an empty name) means: keep the privileges.
+pub(crate) fn user_setting(user: String) -> Option<String> {
+    let u = user.trim();
+    (!u.is_empty() && u != "root" && u != "0").then(|| u.to_string())
 }
 
 fn apply_signal(

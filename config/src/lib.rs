@@ -206,6 +206,8 @@ pub struct Config {
     pub resource_attributes: Vec<(String, String)>,
     pub limits: Limits,
     pub spool: Option<Spool>,
+    /// The account the agent switches to once its programs are attached; `None` keeps root.
+    pub user: Option<String>,
 }
 
 /// Defaults: one place for each.
@@ -227,6 +229,7 @@ pub mod defaults {
     pub const RETRY_INITIAL_MS: u64 = 1_000;
     pub const RETRY_MAX_MS: u64 = 30_000;
     pub const SPOOL_MAX_BYTES: u64 = 64 << 20;
+    pub const USER: &str = "nobody";
 }
 
 impl Default for Config {
@@ -269,6 +272,7 @@ impl Default for Config {
                 export_queue_bytes: defaults::EXPORT_QUEUE_BYTES,
             },
             spool: None,
+            user: Some(defaults::USER.to_string()),
         }
     }
 }

@@ -272,3 +272,15 @@ fn file_sets_tls_retry_and_spool() {
     let e = run(&["-c", &f], &[]).unwrap_err();
     assert!(e.message.contains("always or never"), "{e}");
 }
+
+#[test]
+fn the_run_time_user() {
+    assert_eq!(config(&[], &[]).user.as_deref(), Some("nobody"));
+    assert_eq!(
+        config(&["--user", "telegen"], &[]).user.as_deref(),
+        Some("telegen")
+    );
+    assert_eq!(config(&["--user", "root"], &[]).user, None);
+    let f = write("user.toml", "[security]\nuser = \"daemon\"\n");
+    assert_eq!(config(&["-c", &f], &[]).user.as_deref(), Some("daemon"));
+}

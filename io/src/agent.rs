@@ -9,7 +9,7 @@
 use crate::kernel::Kernel;
 use crate::signals::{Request, Signals};
 use crate::transport::Connection;
-use crate::{procfs, resource};
+use crate::{privileges, procfs, resource};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -113,6 +113,9 @@ impl Agent {
             log::warn!("metrics export is disabled and --console is off: nothing will be reported");
         }
         let resource = resource::build(&config);
+        // Everything privileged is done: programs attached, maps mapped, /proc read, files
+        // opened. From here on the agent needs no privilege.
+        Self::drop_privileges(&config)?;
         log::info!("attached tracepoints: {}", kernel.attached.join(", "));
         Ok(Self {
             config,
@@ -126,6 +129,40 @@ impl Agent {
             encoder: Encoder::default(),
             start_unix_ns: unix_ns(),
         })
+    }
+
+    fn drop_privileges(config: &Config) -> Result<(), String> {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let Some(user) = &config.user else {
+            if euid == 0 {
+                log::warn!("running as root for the whole run ([security] user = \"root\")");
+            }
+            return Ok(());
+        };
+        if euid != 0 {
+            log::info!("not root (uid {euid}): nothing to drop");
+            return Ok(());
+        }
+        let spool_dirs: Vec<std::path::PathBuf> = [Signal::Metrics, Signal::Traces, Signal::Logs]
+            .into_iter()
+            .filter_map(|s| {
+                config
+                    .export_settings(s)
+                    .and_then(|e| e.spool)
+                    .map(|sp| sp.dir)
+            })
+            .filter(|d| d.exists())
+            .collect();
+        let writable: Vec<&std::path::Path> = spool_dirs.iter().map(|d| d.as_path()).collect();
+        let a = privileges::drop_to(user, &writable)
+            .map_err(|e| format!("dropping privileges: {e}"))?;
+        log::info!(
+            "running as {user} (uid {}, gid {}) with no capabilities",
+            a.uid,
+            a.gid
+        );
+        Ok(())
     }
 
     /// Runs until SIGTERM/SIGINT; returns after the final flush.

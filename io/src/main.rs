@@ -5,6 +5,7 @@ mod agent;
 mod check;
 mod kernel;
 mod logger;
+mod privileges;
 mod procfs;
 mod resource;
 mod signals;

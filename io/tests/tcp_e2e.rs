@@ -327,3 +327,68 @@ fn a_full_kernel_ring_is_counted_not_silent() {
         "every record handled or counted: {events} + {full}"
     );
 }
+
+/// A field of /proc/PID/status.
+fn status_field(pid: u32, key: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_running_agent_has_no_privileges_and_still_exports() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    let receiver = Receiver::start("privileges");
+    let mut agent = start_agent(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())],
+    );
+    let pid = agent.0.id();
+    assert_eq!(
+        status_field(pid, "Uid:"),
+        "65534 65534 65534 65534",
+        "runs as nobody"
+    );
+    assert_eq!(status_field(pid, "Gid:"), "65534 65534 65534 65534");
+    assert_eq!(status_field(pid, "Groups:"), "");
+    for caps in ["CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(status_field(pid, caps), "0000000000000000", "{caps}");
+    }
+    assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
+    let (_server, port) = start_server();
+    for _ in 0..3 {
+        connect_once(port);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
+    assert!(status.success());
+    let r = receiver.requests();
+    let opened = points(&r, "telegen.tcp.connections.opened");
+    let p = latest(
+        &opened,
+        &[
+            ("server.port", &port.to_string()),
+            ("telegen.connection.side", "server"),
+        ],
+    );
+    assert_eq!(
+        p.map(|p| p.value),
+        Some(3),
+        "still exports after dropping privileges"
+    );
+    // The kernel's drop counters are still read (through memory, not bpf()).
+    assert!(
+        points(&r, "telegen.agent.dropped")
+            .iter()
+            .any(|p| attr(&p.attrs, "reason") == Some("kernel_ring_full"))
+    );
+
+    // `--user root` keeps them, and says so.
+    let mut agent = start_agent(&["--user", "root", "--console"], &[]);
+    assert_ne!(status_field(agent.0.id(), "CapEff:"), "0000000000000000");
+    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
+    assert!(status.success());
+    assert!(agent_log(&agent).contains("running as root"));
+}

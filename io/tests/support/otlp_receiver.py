@@ -7,6 +7,7 @@ Listens on 127.0.0.1 (port 0 picks one), prints the port on its first line of st
 appends one JSON line per request to OUT:
   {"t", "path", "content_type", "content_encoding", "bytes", "action", "request": <decoded>}
 A body that does not gunzip or decode is answered 400 and recorded with "error".
+Each connection is served by its own thread.
 
 --script FILE: a JSON list of faults, one consumed per request (then plain 200s):
   {"status": 503, "retry_after": "2"}   answer that status (optionally with Retry-After)
@@ -24,7 +25,8 @@ import ssl
 import struct
 import sys
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
@@ -108,7 +110,7 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as e:  # recorded, answered 400
             record["error"] = repr(e)
             status, answer = 400, b""
-        with open(self.server.out, "a") as f:
+        with self.server.lock, open(self.server.out, "a") as f:
             f.write(json.dumps(record) + "\n")
         self.act(action, status, answer, ctype)
 
@@ -159,8 +161,10 @@ def main():
             i += 2
         else:
             raise SystemExit(f"unknown argument {args[i]}")
-    server = HTTPServer(("127.0.0.1", port), Handler)
-    server.out, server.script = out, script
+    # One thread per connection: a stalled answer must not hold up the agent's next attempt.
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.out, server.script, server.lock = out, script, threading.Lock()
     if tls:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(*tls)
