@@ -19,10 +19,8 @@ pub struct Account {
 
 /// Finds an account by name in /etc/passwd text, or takes `uid` / `uid:gid` numbers.
 pub fn resolve(name: &str, passwd: &str) -> Result<Account, String> {
-    if let Some((u, g)) = name.split_once(':') {
-        if let (Ok(uid), Ok(gid)) = (u.parse(), g.parse()) {
-            return Ok(Account { uid, gid });
-        }
+    if let Some((Ok(uid), Ok(gid))) = name.split_once(':').map(|(u, g)| (u.parse(), g.parse())) {
+        return Ok(Account { uid, gid });
     }
     if let Ok(uid) = name.parse() {
         return Ok(Account { uid, gid: uid });
