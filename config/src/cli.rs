@@ -32,6 +32,8 @@ Options:
       --metric-interval MS  metric export interval in ms (OTEL_METRIC_EXPORT_INTERVAL)
       --service-name NAME   service.name of the agent's own resource (OTEL_SERVICE_NAME)
       --spool-dir DIR       keep batches that cannot be sent in DIR (off by default)
+      --transport KIND      how kernel records reach user space: auto (default),
+                            ring (BPF ring buffer, 5.8+) or perf (perf buffers)
       --user NAME           account to run as once the programs are attached
                             (default nobody; root keeps every privilege)
   -h, --help                print this help
@@ -51,6 +53,7 @@ pub(crate) struct Overrides {
     service_name: Option<String>,
     spool_dir: Option<String>,
     user: Option<String>,
+    transport: Option<String>,
 }
 
 pub(crate) enum Parsed {
@@ -90,6 +93,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Par
             Arg::Long("service-name") => o.service_name = Some(value(&mut p, "--service-name")?),
             Arg::Long("spool-dir") => o.spool_dir = Some(value(&mut p, "--spool-dir")?),
             Arg::Long("user") => o.user = Some(value(&mut p, "--user")?),
+            Arg::Long("transport") => o.transport = Some(value(&mut p, "--transport")?),
             Arg::Value(v) if first && v == "check" => o.check = true,
             Arg::Value(v) => {
                 return Err(Error::new(
@@ -129,6 +133,9 @@ impl Overrides {
         }
         if let Some(v) = self.service_name {
             c.service_name = Some(v);
+        }
+        if let Some(t) = self.transport {
+            c.transport = crate::file::transport("--transport", &t)?;
         }
         if let Some(user) = self.user {
             c.user = crate::file::user_setting(user);

@@ -18,7 +18,14 @@ struct File {
     limits: Option<LimitsFile>,
     spool: Option<SpoolFile>,
     security: Option<SecurityFile>,
+    kernel: Option<KernelFile>,
     console: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KernelFile {
+    transport: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +182,9 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
             apply_signal(sig, s, &|k| key(&format!("{section}.{k}")))?;
         }
     }
+    if let Some(t) = f.kernel.and_then(|k| k.transport) {
+        c.transport = transport(&key("kernel.transport"), &t)?;
+    }
     if let Some(user) = f.security.and_then(|s| s.user) {
         c.user = user_setting(user);
     }
@@ -212,6 +222,18 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
         d.export_queue_bytes = l.export_queue_bytes.unwrap_or(d.export_queue_bytes);
     }
     Ok(())
+}
+
+pub(crate) fn transport(source: &str, v: &str) -> Result<crate::Transport, Error> {
+    match v.trim() {
+        "auto" => Ok(crate::Transport::Auto),
+        "ring" => Ok(crate::Transport::Ring),
+        "perf" => Ok(crate::Transport::Perf),
+        other => Err(Error::new(
+            source,
+            format!("expected auto, ring or perf, got {other:?}"),
+        )),
+    }
 }
 
 /// `root` (or an empty name) means: keep the privileges.

@@ -140,6 +140,15 @@ pub struct Otlp {
     pub retry_max_ms: u64,
 }
 
+/// How kernel records reach user space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The BPF ring buffer when the kernel has it (5.8+), else perf buffers.
+    Auto,
+    Ring,
+    Perf,
+}
+
 /// When the spool forces its writes to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fsync {
@@ -208,6 +217,7 @@ pub struct Config {
     pub spool: Option<Spool>,
     /// The account the agent switches to once its programs are attached; `None` keeps root.
     pub user: Option<String>,
+    pub transport: Transport,
 }
 
 /// Defaults: one place for each.
@@ -273,6 +283,7 @@ impl Default for Config {
             },
             spool: None,
             user: Some(defaults::USER.to_string()),
+            transport: Transport::Auto,
         }
     }
 }

@@ -284,3 +284,16 @@ fn the_run_time_user() {
     let f = write("user.toml", "[security]\nuser = \"daemon\"\n");
     assert_eq!(config(&["-c", &f], &[]).user.as_deref(), Some("daemon"));
 }
+
+#[test]
+fn the_kernel_transport() {
+    assert_eq!(config(&[], &[]).transport, Transport::Auto);
+    assert_eq!(
+        config(&["--transport", "perf"], &[]).transport,
+        Transport::Perf
+    );
+    let f = write("transport.toml", "[kernel]\ntransport = \"ring\"\n");
+    assert_eq!(config(&["-c", &f], &[]).transport, Transport::Ring);
+    let e = run(&["--transport", "pipe"], &[]).unwrap_err();
+    assert!(e.message.contains("auto, ring or perf"), "{e}");
+}

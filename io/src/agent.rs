@@ -25,7 +25,8 @@ use telegen_export::console::ConsoleSink;
 use telegen_export::otlp::MetricsCollector;
 use telegen_export::payload::Encoder;
 
-const RING: Token = Token(0);
+/// The event ring, or the first of the per-CPU perf buffers (one token each).
+const EVENTS_BASE: Token = Token(16);
 const SIGNALS: Token = Token(1);
 const METRICS_EXPORT: Token = Token(2);
 
@@ -63,15 +64,17 @@ impl Agent {
     pub fn new(config: Config) -> Result<Self, String> {
         let poll = Poll::new().map_err(|e| format!("creating the event loop: {e}"))?;
         let signals = Signals::new().map_err(|e| format!("signalfd: {e}"))?;
-        let kernel = Kernel::load(config.limits.ring_buffer_bytes)?;
+        let kernel = Kernel::load(config.limits.ring_buffer_bytes, config.transport)?;
         let registry = poll.registry();
-        registry
-            .register(
-                &mut SourceFd(&kernel.ring.as_raw_fd()),
-                RING,
-                Interest::READABLE,
-            )
-            .map_err(|e| format!("registering the ring buffer: {e}"))?;
+        for (i, fd) in kernel.event_fds().into_iter().enumerate() {
+            registry
+                .register(
+                    &mut SourceFd(&fd),
+                    Token(EVENTS_BASE.0 + i),
+                    Interest::READABLE,
+                )
+                .map_err(|e| format!("registering the event buffer: {e}"))?;
+        }
         registry
             .register(
                 &mut SourceFd(&signals.as_raw_fd()),
@@ -116,7 +119,11 @@ impl Agent {
         // Everything privileged is done: programs attached, maps mapped, /proc read, files
         // opened. From here on the agent needs no privilege.
         Self::drop_privileges(&config)?;
-        log::info!("attached tracepoints: {}", kernel.attached.join(", "));
+        log::info!(
+            "attached tracepoints: {} (records through {})",
+            kernel.attached.join(", "),
+            kernel.transport()
+        );
         Ok(Self {
             config,
             poll,
@@ -189,7 +196,9 @@ impl Agent {
             let now = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
-                    RING => drain_ring(&mut self.kernel, &mut self.tracker, &mut self.counters),
+                    t if t.0 >= EVENTS_BASE.0 => {
+                        drain_ring(&mut self.kernel, &mut self.tracker, &mut self.counters)
+                    }
                     SIGNALS => {
                         for r in self.signals.drain() {
                             match r {
@@ -294,18 +303,20 @@ impl Agent {
     }
 }
 
-/// Reads the ring until it is empty. Allocates nothing.
+/// Reads the kernel's records until none is left. Allocates nothing.
 fn drain_ring(kernel: &mut Kernel, tracker: &mut TcpTracker, counters: &mut AgentCounters) {
-    while let Some(item) = kernel.ring.next() {
-        match record::decode(&item) {
-            Ok(Record::Tcp(r)) => {
-                counters.events += 1;
-                tracker.on_record(&r, counters);
-            }
-            Err(e) => {
-                counters.drop(DropReason::DecodeError, 1);
-                log::debug!("bad record from the kernel: {e}");
-            }
+    let lost = kernel.drain(|bytes| match record::decode(bytes) {
+        Ok(Record::Tcp(r)) => {
+            counters.events += 1;
+            tracker.on_record(&r, counters);
         }
+        Err(e) => {
+            counters.drop(DropReason::DecodeError, 1);
+            log::debug!("bad record from the kernel: {e}");
+        }
+    });
+    if lost > 0 {
+        // Already counted by the programs as kernel_ring_full when the write failed.
+        log::debug!("perf buffers reported {lost} lost samples");
     }
 }

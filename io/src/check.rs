@@ -82,13 +82,19 @@ pub fn run(config: &Config) -> i32 {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let release = release.trim();
     let (major, minor) = parse_release(release);
-    if (major, minor) >= (5, 8) {
-        r.ok("kernel", &format!("{release} (BPF ring buffer needs 5.8)"));
-    } else {
-        r.fail(
+    match (major, minor) {
+        v if v >= (5, 8) => r.ok("kernel", release),
+        v if v >= (5, 5) => r.note(
             "kernel",
-            &format!("{release} is older than 5.8: no BPF ring buffer, and the perf-buffer fallback is not built yet"),
-        );
+            &format!("{release}: no BPF ring buffer before 5.8; records go through perf buffers"),
+        ),
+        _ => r.fail(
+            "kernel",
+            &format!(
+                "{release} is older than 5.5: the programs need read-only globals (5.2) and a \
+                 memory-mapped counter array (5.5)"
+            ),
+        ),
     }
 
     let caps = effective_caps();
@@ -132,7 +138,10 @@ pub fn run(config: &Config) -> i32 {
     if bpf_caps {
         match aya::sys::is_map_supported(aya::maps::MapType::RingBuf) {
             Ok(true) => r.ok("BPF ring buffer", "supported"),
-            Ok(false) => r.fail("BPF ring buffer", "not supported by this kernel"),
+            Ok(false) => r.note(
+                "BPF ring buffer",
+                "not supported: perf buffers are used instead",
+            ),
             Err(e) if e.io_error.raw_os_error() == Some(libc::ENOSYS) => r.fail(
                 "bpf()",
                 "the bpf() syscall is not implemented here (an emulator such as qemu-user, \

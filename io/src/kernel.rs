@@ -3,12 +3,22 @@
 //! The object is built by `build.rs` and embedded. Before load, each TCP program's field
 //! offsets are read from tracefs and set as read-only globals; a tracepoint whose layout does
 //! not fit is skipped with one log line and the others run. The ring size comes from config.
+//!
+//! Records reach user space through the BPF ring buffer (5.8+) or, on older kernels or when
+//! asked, through per-CPU perf buffers; a read-only global tells the programs which. Both are
+//! read through memory mapped at start-up.
 
 use crate::tracefs;
-use aya::maps::{MapData, RingBuf};
+use aya::maps::perf::{PerfEvent, PerfEventArray, PerfEventArrayBuffer};
+use aya::maps::{MapData, MapType, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
-use telegen_common::{EVENTS_MAP, KERNEL_DROP_REASONS, KERNEL_DROPS_MAP, KernelDrop, TcpTpOffsets};
+use std::os::fd::{AsRawFd, RawFd};
+use telegen_common::{
+    EVENTS_MAP, EVENTS_PERF_MAP, KERNEL_DROP_REASONS, KERNEL_DROPS_MAP, KernelDrop,
+    TRANSPORT_GLOBAL, TRANSPORT_PERF, TRANSPORT_RING, TcpTpOffsets,
+};
+use telegen_config::Transport;
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
 use telegen_core::tracefs::{TcpTracepoint, tcp_offsets};
 
@@ -19,7 +29,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/te
 pub struct Kernel {
     /// Keeps programs and links alive.
     _ebpf: Ebpf,
-    pub ring: RingBuf<MapData>,
+    events: Events,
     drops: DropCounters,
     /// Tracepoints attached, for the start-up line.
     pub attached: Vec<&'static str>,
@@ -88,9 +98,82 @@ fn without_kernel_btf<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Where records arrive.
+enum Events {
+    Ring(RingBuf<MapData>),
+    /// One buffer per online CPU.
+    Perf(Vec<PerfEventArrayBuffer<MapData>>),
+}
+
+/// Whether this kernel has BPF ring buffers (needs the bpf() syscall).
+pub fn ring_supported() -> bool {
+    matches!(aya::sys::is_map_supported(MapType::RingBuf), Ok(true))
+}
+
+/// Largest record any program writes: a perf sample that wraps is copied into this.
+const MAX_RECORD: usize = 256;
+
 impl Kernel {
+    /// The transport, its name, and the fds to poll.
+    pub fn transport(&self) -> &'static str {
+        match self.events {
+            Events::Ring(_) => "ring buffer",
+            Events::Perf(_) => "perf buffers",
+        }
+    }
+
+    pub fn event_fds(&self) -> Vec<RawFd> {
+        match &self.events {
+            Events::Ring(r) => vec![r.as_raw_fd()],
+            Events::Perf(bufs) => bufs.iter().map(AsRawFd::as_raw_fd).collect(),
+        }
+    }
+
+    /// Hands every record waiting in the kernel to `on_record`, until none is left; returns
+    /// the samples the perf buffers reported lost meanwhile. Allocates nothing.
+    pub fn drain(&mut self, mut on_record: impl FnMut(&[u8])) -> u64 {
+        match &mut self.events {
+            Events::Ring(ring) => {
+                while let Some(item) = ring.next() {
+                    on_record(&item);
+                }
+                0
+            }
+            Events::Perf(bufs) => {
+                let mut lost = 0;
+                let mut wrapped = [0u8; MAX_RECORD];
+                for buf in bufs.iter_mut() {
+                    buf.for_each(|ev| match ev {
+                        PerfEvent::Sample { head, tail: [] } => on_record(head),
+                        PerfEvent::Sample { head, tail } => {
+                            // A sample that straddles the end of the buffer: join its halves.
+                            let n = (head.len() + tail.len()).min(MAX_RECORD);
+                            let h = head.len().min(n);
+                            wrapped[..h].copy_from_slice(&head[..h]);
+                            wrapped[h..n].copy_from_slice(&tail[..n - h]);
+                            on_record(&wrapped[..n]);
+                        }
+                        PerfEvent::Lost { count } => lost += count,
+                    });
+                }
+                lost
+            }
+        }
+    }
+
     /// Loads and attaches everything this kernel supports.
-    pub fn load(ring_bytes: u32) -> Result<Self, String> {
+    pub fn load(ring_bytes: u32, transport: Transport) -> Result<Self, String> {
+        let perf = match transport {
+            Transport::Perf => true,
+            Transport::Ring => false,
+            Transport::Auto => {
+                let ring = ring_supported();
+                if !ring {
+                    log::info!("this kernel has no BPF ring buffer (5.8+): using perf buffers");
+                }
+                !ring
+            }
+        };
         raise_memlock();
         let tracing = tracefs::ensure_mounted()?;
         let mut offsets: Vec<(TcpTracepoint, TcpTpOffsets)> = Vec::new();
@@ -112,6 +195,13 @@ impl Kernel {
         }
         let mut loader = without_kernel_btf(EbpfLoader::new);
         loader.map_max_entries(EVENTS_MAP, ring_bytes);
+        let selected = if perf { TRANSPORT_PERF } else { TRANSPORT_RING };
+        loader.override_global(TRANSPORT_GLOBAL, &selected, true);
+        if perf {
+            // The ring map cannot be created on kernels before 5.8; the programs' ring
+            // branch is pruned by the verifier since the global above is read-only.
+            loader.allow_unsupported_maps();
+        }
         for (tp, o) in &offsets {
             loader.override_global(tp.offsets_global(), o, true);
         }
@@ -140,10 +230,31 @@ impl Kernel {
                 "could not attach sock:inet_sock_set_state; no TCP data can be collected".into(),
             );
         }
-        let ring = ebpf
-            .take_map(EVENTS_MAP)
-            .ok_or("map EVENTS missing from the object")?;
-        let ring = RingBuf::try_from(ring).map_err(|e| format!("ring buffer: {e}"))?;
+        let events = if perf {
+            let map = ebpf
+                .take_map(EVENTS_PERF_MAP)
+                .ok_or("map EVENTS_PERF missing from the object")?;
+            let mut array =
+                PerfEventArray::try_from(map).map_err(|e| format!("perf buffers: {e}"))?;
+            let cpus = aya::util::online_cpus().map_err(|(what, e)| format!("{what}: {e}"))?;
+            // SAFETY: sysconf has no preconditions.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+            let pages = perf_pages(ring_bytes as usize, page, cpus.len());
+            let mut bufs = Vec::with_capacity(cpus.len());
+            for cpu in cpus {
+                bufs.push(
+                    array
+                        .open(cpu, Some(pages))
+                        .map_err(|e| format!("perf buffer of CPU {cpu}: {e}"))?,
+                );
+            }
+            Events::Perf(bufs)
+        } else {
+            let ring = ebpf
+                .take_map(EVENTS_MAP)
+                .ok_or("map EVENTS missing from the object")?;
+            Events::Ring(RingBuf::try_from(ring).map_err(|e| format!("ring buffer: {e}"))?)
+        };
         let drops = ebpf
             .take_map(KERNEL_DROPS_MAP)
             .ok_or("map KERNEL_DROPS missing from the object")?;
@@ -153,7 +264,7 @@ impl Kernel {
         let drops = DropCounters::map(drops)?;
         Ok(Self {
             _ebpf: ebpf,
-            ring,
+            events,
             drops,
             attached,
         })
@@ -166,6 +277,13 @@ impl Kernel {
             counters.set(DropReason::from_kernel(k), self.drops.get(k as usize));
         }
     }
+}
+
+/// Pages per CPU for perf buffers holding about `total` bytes in all: a power of two, at
+/// least one.
+fn perf_pages(total: usize, page: usize, cpus: usize) -> usize {
+    let per_cpu = (total / page / cpus.max(1)).max(1);
+    1 << (usize::BITS - 1 - per_cpu.leading_zeros())
 }
 
 /// The kernel's drop counters, mapped read-only into the agent's memory.
@@ -224,5 +342,15 @@ impl Drop for DropCounters {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`, unmapped once.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn perf_buffers_split_the_ring_budget() {
+        assert_eq!(super::perf_pages(256 * 1024, 4096, 2), 32);
+        assert_eq!(super::perf_pages(256 * 1024, 4096, 3), 16);
+        assert_eq!(super::perf_pages(4096, 4096, 8), 1);
     }
 }

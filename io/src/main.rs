@@ -27,6 +27,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+    if !matches!(command, Command::Run(_)) {
+        // Reports printed into a closed pipe (`telegen check | head`) end quietly, as Unix
+        // tools do, rather than panicking in println!. The agent keeps SIGPIPE ignored: its
+        // sockets must see EPIPE, not a signal.
+        // SAFETY: setting a signal disposition to its default.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match command {
         Command::Help => {
             print!("{HELP}");

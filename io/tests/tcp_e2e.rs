@@ -10,13 +10,23 @@ use support::*;
 
 #[test]
 fn tcp_connections_reach_an_otlp_backend() {
+    tcp_connections_reach_an_otlp_backend_through("ring");
+}
+
+/// The same assertions with the transport of kernels before 5.8, forced on this one.
+#[test]
+fn tcp_connections_reach_an_otlp_backend_through_perf_buffers() {
+    tcp_connections_reach_an_otlp_backend_through("perf");
+}
+
+fn tcp_connections_reach_an_otlp_backend_through(transport: &str) {
     assert!(is_root(), "this test loads eBPF programs: run it as root");
     const N: usize = 25;
-    let receiver = Receiver::start("tcp");
+    let receiver = Receiver::start(&format!("tcp-{transport}"));
     // The default 60 s interval: the only export is the flush on SIGTERM, so the counts
     // below also prove that the last interval is flushed.
     let mut agent = start_agent(
-        &[],
+        &["--transport", transport],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
             ("OTEL_SERVICE_NAME", "edge-node-test"),
@@ -293,14 +303,23 @@ fn resets_are_counted_in_both_directions() {
 
 #[test]
 fn a_full_kernel_ring_is_counted_not_silent() {
+    full_kernel_buffers_are_counted("ring", "kernel_ring_full");
+}
+
+#[test]
+fn full_perf_buffers_are_counted_not_silent() {
+    full_kernel_buffers_are_counted("perf", "kernel_ring_full");
+}
+
+fn full_kernel_buffers_are_counted(transport: &str, reason: &str) {
     assert!(is_root(), "this test loads eBPF programs: run it as root");
     const CONNECTIONS: u64 = 100;
-    let receiver = Receiver::start("ringfull");
-    let cfg = scratch("ringfull", "telegen.toml");
+    let receiver = Receiver::start(&format!("full-{transport}"));
+    let cfg = scratch(&format!("full-{transport}"), "telegen.toml");
     // A one-page ring holds about 40 records; each connection makes 5.
     std::fs::write(&cfg, "[limits]\nring_buffer_bytes = 4096\n").unwrap();
     let mut agent = start_agent(
-        &["-c", cfg.to_str().unwrap()],
+        &["-c", cfg.to_str().unwrap(), "--transport", transport],
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())],
     );
     let (_server, port) = start_server();
@@ -315,11 +334,7 @@ fn a_full_kernel_ring_is_counted_not_silent() {
     let (status, _) = terminate(&mut agent, Duration::from_secs(5));
     assert!(status.success());
     let r = receiver.requests();
-    let full = latest_total(
-        &r,
-        "telegen.agent.dropped",
-        &[("reason", "kernel_ring_full")],
-    );
+    let full = latest_total(&r, "telegen.agent.dropped", &[("reason", reason)]);
     let events = latest_total(&r, "telegen.agent.events", &[]);
     assert!(full > 0, "ring-full drops counted");
     assert!(

@@ -17,6 +17,13 @@ pub const EVENTS_MAP: &str = "EVENTS";
 /// [`KernelDrop`] reason, added to atomically, created `BPF_F_MMAPABLE` so that user space
 /// reads it through memory (no bpf() calls, hence no capability, after start-up).
 pub const KERNEL_DROPS_MAP: &str = "KERNEL_DROPS";
+/// Name of the perf event array used instead of the ring on kernels without BPF ring buffers.
+pub const EVENTS_PERF_MAP: &str = "EVENTS_PERF";
+/// Name of the read-only global that selects the transport: [`TRANSPORT_RING`] or
+/// [`TRANSPORT_PERF`].
+pub const TRANSPORT_GLOBAL: &str = "TRANSPORT";
+pub const TRANSPORT_RING: u32 = 0;
+pub const TRANSPORT_PERF: u32 = 1;
 /// Default size in bytes of the event ring (a power of two, a multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 256 * 1024;
 

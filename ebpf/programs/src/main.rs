@@ -15,12 +15,12 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read},
     macros::{map, tracepoint},
-    maps::{Array, RingBuf},
+    maps::{Array, PerfEventArray, RingBuf},
     programs::TracePointContext,
 };
 use telegen_common::{
     AF_INET, DEFAULT_RING_BYTES, EventHeader, EventKind, FIELD_ABSENT, KERNEL_DROP_REASONS,
-    KernelDrop, TcpEvent, TcpTpOffsets, tcp_state,
+    KernelDrop, TRANSPORT_PERF, TcpEvent, TcpTpOffsets, tcp_state,
 };
 
 #[map(name = "EVENTS")]
@@ -33,6 +33,17 @@ static KERNEL_DROPS: Array<u64> = Array::with_max_entries(
     KERNEL_DROP_REASONS,
     aya_ebpf::bindings::BPF_F_MMAPABLE as u32,
 );
+
+/// The transport when the kernel has no BPF ring buffer (before 5.8). Sized to the CPUs by
+/// the loader.
+#[map(name = "EVENTS_PERF")]
+static EVENTS_PERF: PerfEventArray<TcpEvent> = PerfEventArray::new(0);
+
+/// Which of the two the programs write to; set by user space before load. A read-only
+/// global, so the verifier prunes the branch not taken (and the helper it calls, which an
+/// older kernel would not know).
+#[unsafe(no_mangle)]
+static TRANSPORT: u32 = 0;
 
 #[unsafe(no_mangle)]
 static SET_STATE_OFFSETS: TcpTpOffsets = TcpTpOffsets::ABSENT;
@@ -193,12 +204,39 @@ fn try_tcp_event(
         old_state,
         new_state,
     };
+    // SAFETY: a read-only global that user space sets before load.
+    if unsafe { core::ptr::read_volatile(&TRANSPORT) } == TRANSPORT_PERF {
+        return perf_output(ctx, &event);
+    }
     let Some(mut entry) = EVENTS.reserve::<TcpEvent>(0) else {
         return Err(KernelDrop::RingFull);
     };
     entry.write(event);
     entry.submit(0);
     Ok(())
+}
+
+/// Writes to this CPU's perf buffer; a failure (a full buffer: -ENOSPC) is counted here, as
+/// for the ring, so that it shows at once (the kernel's own lost-sample records come only with
+/// the next successful write).
+#[inline(always)]
+fn perf_output(ctx: &TracePointContext, event: &TcpEvent) -> Result<(), KernelDrop> {
+    // SAFETY: the map is a static perf event array (its definition is the first and only
+    // field of the wrapper); the event is a valid value of the size given.
+    let rc = unsafe {
+        aya_ebpf::helpers::generated::bpf_perf_event_output(
+            ctx.as_ptr(),
+            core::ptr::addr_of!(EVENTS_PERF).cast_mut().cast(),
+            u64::from(aya_ebpf::bindings::BPF_F_CURRENT_CPU),
+            core::ptr::from_ref(event).cast_mut().cast(),
+            core::mem::size_of::<TcpEvent>() as u64,
+        )
+    };
+    if rc < 0 {
+        Err(KernelDrop::RingFull)
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(not(test))]
