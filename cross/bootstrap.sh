@@ -14,6 +14,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 DEB_PKGS=(
   build-essential pkg-config iproute2 procps util-linux binutils python3 python3-venv
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross gcc-aarch64-linux-gnu qemu-user-static bc file
+  systemd openssl
 )
 missing=()
 for p in "${DEB_PKGS[@]}"; do
@@ -76,9 +77,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "python3 -m venv $VENV"
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2' 2>/dev/null; then
-  log "pip install opentelemetry-proto"
-  "$VENV/bin/pip" install -q opentelemetry-proto
+if ! "$VENV/bin/python" -c 'import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2, yaml, kubernetes_validate' 2>/dev/null; then
+  log "pip install opentelemetry-proto pyyaml kubernetes-validate"
+  "$VENV/bin/pip" install -q opentelemetry-proto pyyaml kubernetes-validate
 fi
 
 # --- tracefs --------------------------------------------------------------------------------

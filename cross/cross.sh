@@ -40,6 +40,12 @@ for line in "${TARGETS[@]}"; do
     [ "$rc" -eq 1 ] || { echo "check under emulation exited $rc, expected 1"; echo "$out"; exit 1; }
     echo "$out" | grep -q "bpf() syscall is not implemented here" || { echo "$out"; exit 1; }
   fi
+  # Staged for the multi-arch image (cross/packaging/Containerfile: TARGETARCH + TARGETVARIANT).
+  case "$target" in
+    aarch64-*) arch=arm64 ;; armv7-*) arch=armv7 ;; x86_64-*) arch=amd64 ;;
+  esac
+  mkdir -p "target/image/$arch"
+  cp "$stripped" "target/image/$arch/telegen"
   if [ "$target" = aarch64-unknown-linux-musl ]; then
     python3 cross/size_report.py "$nm" "$bin" 12 > target/cross-contributors.md
   fi

@@ -29,5 +29,8 @@ done
 step "cross: static aarch64/armv7/x86_64 builds, their tests under qemu-user, sizes"
 bash cross/cross.sh
 
+step "packaging: systemd unit, Kubernetes manifest, Helm chart"
+"$HOME/.cache/telegen/venv/bin/python" cross/packaging/validate.py "$PWD/target/release/telegen"
+
 step "tests: unit, integration on the real kernel, end to end with the official OTLP decoder"
 cargo nextest run --release --no-fail-fast

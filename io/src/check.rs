@@ -2,6 +2,7 @@
 //! will cost in memory. Reads only; changes nothing. Exits 1 with one line per blocker.
 
 use crate::agent::Agent;
+use crate::privileges::effective_caps;
 use crate::tracefs;
 use std::path::Path;
 use telegen_common::TcpEvent;
@@ -13,18 +14,6 @@ use telegen_export::http::MAX_RESPONSE_BYTES;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
-
-/// The effective capability set of this process.
-fn effective_caps() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(0)
-}
 
 fn has(caps: u64, cap: u32) -> bool {
     caps & (1 << cap) != 0

@@ -65,16 +65,21 @@ fn hand_over(path: &Path, a: Account) -> Result<(), String> {
     Ok(())
 }
 
-/// The effective capability set of this process, from /proc.
-pub fn effective_caps() -> u64 {
+/// A hexadecimal field of /proc/self/status (the capability sets).
+fn status_hex(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
+                .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
         .unwrap_or(0)
+}
+
+/// The effective capability set of this process.
+pub fn effective_caps() -> u64 {
+    status_hex("CapEff:")
 }
 
 /// Switches to `user` for good; `writable` paths are handed to it first.
@@ -116,6 +121,9 @@ pub fn drop_to(user: &str, writable: &[&Path]) -> Result<Account, String> {
         return Err(format!(
             "capabilities left after dropping privileges: {caps:#x}"
         ));
+    }
+    if status_hex("CapBnd:") != 0 {
+        log::warn!("the capability bounding set could not be emptied (no CAP_SETPCAP at start)");
     }
     Ok(a)
 }

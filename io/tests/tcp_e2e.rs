@@ -4,7 +4,9 @@
 
 mod support;
 
+use std::io::{BufReader, Read};
 use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
 
@@ -406,4 +408,67 @@ fn the_running_agent_has_no_privileges_and_still_exports() {
     let (status, _) = terminate(&mut agent, Duration::from_secs(5));
     assert!(status.success());
     assert!(agent_log(&agent).contains("running as root"));
+}
+
+#[test]
+fn the_packaged_capability_set_is_enough() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    // The capabilities the systemd unit bounds (and the Kubernetes manifests add).
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../cross/packaging/telegen.service"
+    ))
+    .unwrap();
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit bounds capabilities")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let bounding = format!("-all,{}", caps.join(","));
+    let receiver = Receiver::start("caps");
+    let spool = scratch("caps", "spool");
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--bounding-set",
+        &bounding,
+        "--inh-caps",
+        "-all",
+        AGENT,
+        "--spool-dir",
+        spool.to_str().unwrap(),
+    ])
+    .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+    .stderr(Stdio::piped());
+    let mut child = Proc(cmd.spawn().unwrap());
+    let stderr = child.0.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut s);
+        s
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_server, port) = start_server();
+    for _ in 0..3 {
+        connect_once(port);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _) = terminate(&mut child, Duration::from_secs(5));
+    let log = log.join().unwrap();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("running as nobody"), "{log}");
+    assert!(
+        !log.contains("warn"),
+        "no degradation with the packaged capabilities: {log}"
+    );
+    let opened = points(&receiver.requests(), "telegen.tcp.connections.opened");
+    let p = latest(
+        &opened,
+        &[
+            ("server.port", &port.to_string()),
+            ("telegen.connection.side", "server"),
+        ],
+    );
+    assert_eq!(p.map(|p| p.value), Some(3));
 }
