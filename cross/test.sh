@@ -29,6 +29,9 @@ done
 step "cross: static aarch64/armv7/x86_64 builds, their tests under qemu-user, sizes"
 bash cross/cross.sh
 
+step "arm64: every program on Debian's arm64 kernel under qemu-system-aarch64"
+timeout 900 bash cross/arm64-vm.sh
+
 step "packaging: systemd unit, Kubernetes manifest, Helm chart"
 "$HOME/.cache/telegen/venv/bin/python" cross/packaging/validate.py "$PWD/target/release/telegen"
 

@@ -76,6 +76,23 @@ pub struct IpAddr {
     pub bytes: [u8; 16],
 }
 
+impl IpAddr {
+    /// An address from a record. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, what a
+    /// dual-stack socket sees of IPv4 peers) become the IPv4 addresses they are on the wire.
+    pub fn from_wire(v6: bool, bytes: [u8; 16]) -> Self {
+        const MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+        if v6 && bytes[..12] == MAPPED {
+            let mut v4 = [0u8; 16];
+            v4[..4].copy_from_slice(&bytes[12..]);
+            return Self {
+                v6: false,
+                bytes: v4,
+            };
+        }
+        Self { v6, bytes }
+    }
+}
+
 impl core::fmt::Display for IpAddr {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         if self.v6 {
@@ -188,14 +205,8 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
         ts_ns,
         task,
         sock: f.u64(40),
-        local: IpAddr {
-            v6,
-            bytes: f.bytes::<16>(48),
-        },
-        remote: IpAddr {
-            v6,
-            bytes: f.bytes::<16>(64),
-        },
+        local: IpAddr::from_wire(v6, f.bytes::<16>(48)),
+        remote: IpAddr::from_wire(v6, f.bytes::<16>(64)),
         local_port: f.u16(80),
         remote_port: f.u16(82),
         old_state,
@@ -305,6 +316,19 @@ mod tests {
         assert_eq!(
             decode(&encode_tcp_event(&e)),
             Err(DecodeError::BadState(200))
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_ipv4() {
+        let mut b = [0u8; 16];
+        b[10..].copy_from_slice(&[0xff, 0xff, 127, 0, 0, 1]);
+        let a = IpAddr::from_wire(true, b);
+        assert_eq!((a.v6, a.to_string()), (false, "127.0.0.1".into()));
+        b[9] = 1;
+        assert!(
+            IpAddr::from_wire(true, b).v6,
+            "only ::ffff:0:0/96 is mapped"
         );
     }
 
