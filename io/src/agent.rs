@@ -6,7 +6,7 @@
 //! once more, the last interval is collected and every exporter is given up to the shutdown
 //! budget to deliver, then the agent exits 0.
 
-use crate::kernel::Kernel;
+use crate::kernel::{DRAIN_INTERVAL, Kernel};
 use crate::signals::{Request, Signals};
 use crate::transport::Connection;
 use crate::{privileges, procfs, resource};
@@ -177,10 +177,11 @@ impl Agent {
         let mut events = Events::with_capacity(64);
         let interval = Duration::from_millis(self.config.metrics.interval_ms);
         let mut next_export = Instant::now() + interval;
+        let mut next_drain = Instant::now() + DRAIN_INTERVAL;
         let mut shutdown_by: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let mut wake = next_export;
+            let mut wake = next_export.min(next_drain);
             if let Some(d) = self.metrics.as_ref().and_then(|c| c.wake_at(now)) {
                 wake = wake.min(d);
             }
@@ -248,6 +249,12 @@ impl Agent {
                     return Ok(());
                 }
                 continue;
+            }
+            if now >= next_drain {
+                // Below the wake-up threshold the kernel does not signal the ring: records
+                // are collected here, in batches.
+                drain_ring(&mut self.kernel, &mut self.tracker, &mut self.counters);
+                next_drain = now + DRAIN_INTERVAL;
             }
             if now >= next_export {
                 // Drain first: readiness may lag, and this interval should be complete.

@@ -16,7 +16,7 @@ use aya::{Ebpf, EbpfLoader};
 use std::os::fd::{AsRawFd, RawFd};
 use telegen_common::{
     EVENTS_MAP, EVENTS_PERF_MAP, KERNEL_DROP_REASONS, KERNEL_DROPS_MAP, KernelDrop,
-    TRANSPORT_GLOBAL, TRANSPORT_PERF, TRANSPORT_RING, TcpTpOffsets,
+    TRANSPORT_GLOBAL, TRANSPORT_PERF, TRANSPORT_RING, TcpTpOffsets, WAKEUP_BYTES_GLOBAL,
 };
 use telegen_config::Transport;
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
@@ -110,6 +110,12 @@ pub fn ring_supported() -> bool {
     matches!(aya::sys::is_map_supported(MapType::RingBuf), Ok(true))
 }
 
+/// The ring wakes the agent up once it is this fraction full; below, the agent's periodic
+/// drain ([`DRAIN_INTERVAL`]) collects the records.
+const WAKEUP_FRACTION: u32 = 4;
+/// How often the agent drains the kernel's buffers without being woken up.
+pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Largest record any program writes: a perf sample that wraps is copied into this.
 const MAX_RECORD: usize = 256;
 
@@ -197,6 +203,8 @@ impl Kernel {
         loader.map_max_entries(EVENTS_MAP, ring_bytes);
         let selected = if perf { TRANSPORT_PERF } else { TRANSPORT_RING };
         loader.override_global(TRANSPORT_GLOBAL, &selected, true);
+        let wakeup = u64::from(ring_bytes / WAKEUP_FRACTION);
+        loader.override_global(WAKEUP_BYTES_GLOBAL, &wakeup, true);
         if perf {
             // The ring map cannot be created on kernels before 5.8; the programs' ring
             // branch is pruned by the verifier since the global above is read-only.

@@ -23,6 +23,9 @@ pub const EVENTS_PERF_MAP: &str = "EVENTS_PERF";
 /// [`TRANSPORT_PERF`].
 pub const TRANSPORT_GLOBAL: &str = "TRANSPORT";
 pub const TRANSPORT_RING: u32 = 0;
+/// Name of the read-only global (u64) below which ring writes do not wake user space up:
+/// records then wait for the agent's next periodic drain. 0 wakes it on every record.
+pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
 pub const TRANSPORT_PERF: u32 = 1;
 /// Default size in bytes of the event ring (a power of two, a multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 256 * 1024;

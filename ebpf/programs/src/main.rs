@@ -45,6 +45,11 @@ static EVENTS_PERF: PerfEventArray<TcpEvent> = PerfEventArray::new(0);
 #[unsafe(no_mangle)]
 static TRANSPORT: u32 = 0;
 
+/// Unread bytes in the ring from which a write wakes user space up; below it, records wait
+/// for the agent's periodic drain (one wake-up per batch instead of one per record).
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
+
 #[unsafe(no_mangle)]
 static SET_STATE_OFFSETS: TcpTpOffsets = TcpTpOffsets::ABSENT;
 #[unsafe(no_mangle)]
@@ -212,7 +217,15 @@ fn try_tcp_event(
         return Err(KernelDrop::RingFull);
     };
     entry.write(event);
-    entry.submit(0);
+    // SAFETY: a read-only global that user space sets before load.
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    let pending = EVENTS.query(u64::from(aya_ebpf::bindings::BPF_RB_AVAIL_DATA));
+    let wake = if threshold == 0 || pending >= threshold {
+        aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP
+    } else {
+        aya_ebpf::bindings::BPF_RB_NO_WAKEUP
+    };
+    entry.submit(u64::from(wake));
     Ok(())
 }
 
