@@ -2,7 +2,7 @@
 //!
 //! Turns wire records from the kernel programs into aggregated telemetry: decoding
 //! ([`record`]), tracepoint layouts ([`tracefs`]), the TCP connection tracker ([`tcp`]),
-//! fixed-capacity tables ([`fixed_map`]), metric series with a cardinality cap ([`metrics`]),
+//! fixed-capacity tables ([`fixed_map`]), time order across per-CPU buffers ([`reorder`]), metric series with a cardinality cap ([`metrics`]),
 //! the agent's own counters ([`selfmetrics`]) and the memory budget ([`budget`]).
 //!
 //! Invariants: no syscalls and no clock reads (time is an argument); every table is sized
@@ -17,6 +17,7 @@ pub mod budget;
 pub mod fixed_map;
 pub mod metrics;
 pub mod record;
+pub mod reorder;
 pub mod selfmetrics;
 pub mod tcp;
 pub mod tracefs;

@@ -197,9 +197,12 @@ impl Agent {
             let now = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
-                    t if t.0 >= EVENTS_BASE.0 => {
-                        drain_ring(&mut self.kernel, &mut self.tracker, &mut self.counters)
-                    }
+                    t if t.0 >= EVENTS_BASE.0 => drain_ring(
+                        &mut self.kernel,
+                        &mut self.tracker,
+                        &mut self.counters,
+                        false,
+                    ),
                     SIGNALS => {
                         for r in self.signals.drain() {
                             match r {
@@ -210,6 +213,7 @@ impl Agent {
                                         &mut self.kernel,
                                         &mut self.tracker,
                                         &mut self.counters,
+                                        true,
                                     );
                                     self.collect_metrics(now);
                                     if let Some(c) = self.metrics.as_mut() {
@@ -253,12 +257,22 @@ impl Agent {
             if now >= next_drain {
                 // Below the wake-up threshold the kernel does not signal the ring: records
                 // are collected here, in batches.
-                drain_ring(&mut self.kernel, &mut self.tracker, &mut self.counters);
+                drain_ring(
+                    &mut self.kernel,
+                    &mut self.tracker,
+                    &mut self.counters,
+                    false,
+                );
                 next_drain = now + DRAIN_INTERVAL;
             }
             if now >= next_export {
                 // Drain first: readiness may lag, and this interval should be complete.
-                drain_ring(&mut self.kernel, &mut self.tracker, &mut self.counters);
+                drain_ring(
+                    &mut self.kernel,
+                    &mut self.tracker,
+                    &mut self.counters,
+                    false,
+                );
                 self.collect_metrics(now);
                 next_export += interval;
                 if next_export < now {
@@ -311,8 +325,13 @@ impl Agent {
 }
 
 /// Reads the kernel's records until none is left. Allocates nothing.
-fn drain_ring(kernel: &mut Kernel, tracker: &mut TcpTracker, counters: &mut AgentCounters) {
-    let lost = kernel.drain(|bytes| match record::decode(bytes) {
+fn drain_ring(
+    kernel: &mut Kernel,
+    tracker: &mut TcpTracker,
+    counters: &mut AgentCounters,
+    last: bool,
+) {
+    let lost = kernel.drain(last, |bytes| match record::decode(bytes) {
         Ok(Record::Tcp(r)) => {
             counters.events += 1;
             tracker.on_record(&r, counters);

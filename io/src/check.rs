@@ -31,6 +31,19 @@ pub fn budget(config: &Config) -> Budget {
         Agent::tcp_limits(config).bytes(),
     );
     b.add("metrics export queue", config.limits.export_queue_bytes);
+    let perf = match config.transport {
+        telegen_config::Transport::Perf => true,
+        telegen_config::Transport::Ring => false,
+        telegen_config::Transport::Auto => !crate::kernel::ring_supported(),
+    };
+    if perf {
+        // Records from the per-CPU buffers are merged in time order through a staging area
+        // as large as the buffers.
+        b.add(
+            "perf buffer staging",
+            crate::kernel::staging(config.limits.ring_buffer_bytes as usize).bytes(),
+        );
+    }
     if let Some(sp) = &config.spool {
         // The spool reader holds one segment (or one record larger than a segment).
         b.add(

@@ -19,6 +19,7 @@ use telegen_common::{
     TRANSPORT_GLOBAL, TRANSPORT_PERF, TRANSPORT_RING, TcpTpOffsets, WAKEUP_BYTES_GLOBAL,
 };
 use telegen_config::Transport;
+use telegen_core::reorder::Reorder;
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
 use telegen_core::tracefs::{TcpTracepoint, tcp_offsets};
 
@@ -101,8 +102,8 @@ fn without_kernel_btf<T>(f: impl FnOnce() -> T) -> T {
 /// Where records arrive.
 enum Events {
     Ring(RingBuf<MapData>),
-    /// One buffer per online CPU.
-    Perf(Vec<PerfEventArrayBuffer<MapData>>),
+    /// One buffer per online CPU, and the staging area that merges them in time order.
+    Perf(Vec<PerfEventArrayBuffer<MapData>>, Reorder),
 }
 
 /// Whether this kernel has BPF ring buffers (needs the bpf() syscall).
@@ -116,6 +117,25 @@ const WAKEUP_FRACTION: u32 = 4;
 /// How often the agent drains the kernel's buffers without being woken up.
 pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Smallest record any program writes: bounds the records a staging area can hold.
+const RECORD_LEN_MIN: usize = core::mem::size_of::<telegen_common::TcpEvent>();
+
+/// The area that merges perf buffers holding `bytes` in all.
+pub fn staging(bytes: usize) -> Reorder {
+    Reorder::with_capacity(bytes, bytes / RECORD_LEN_MIN)
+}
+
+/// The clock of `bpf_ktime_get_ns`, which stamps every record.
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
 /// Largest record any program writes: a perf sample that wraps is copied into this.
 const MAX_RECORD: usize = 256;
 
@@ -124,20 +144,22 @@ impl Kernel {
     pub fn transport(&self) -> &'static str {
         match self.events {
             Events::Ring(_) => "ring buffer",
-            Events::Perf(_) => "perf buffers",
+            Events::Perf(..) => "perf buffers",
         }
     }
 
     pub fn event_fds(&self) -> Vec<RawFd> {
         match &self.events {
             Events::Ring(r) => vec![r.as_raw_fd()],
-            Events::Perf(bufs) => bufs.iter().map(AsRawFd::as_raw_fd).collect(),
+            Events::Perf(bufs, _) => bufs.iter().map(AsRawFd::as_raw_fd).collect(),
         }
     }
 
     /// Hands every record waiting in the kernel to `on_record`, until none is left; returns
-    /// the samples the perf buffers reported lost meanwhile. Allocates nothing.
-    pub fn drain(&mut self, mut on_record: impl FnMut(&[u8])) -> u64 {
+    /// the samples the perf buffers reported lost meanwhile. Allocates nothing. Records from
+    /// perf buffers come in time order; the few stamped after this pass began wait for the
+    /// next one, unless `last` (see [`telegen_core::reorder`]).
+    pub fn drain(&mut self, last: bool, mut on_record: impl FnMut(&[u8])) -> u64 {
         match &mut self.events {
             Events::Ring(ring) => {
                 while let Some(item) = ring.next() {
@@ -145,23 +167,35 @@ impl Kernel {
                 }
                 0
             }
-            Events::Perf(bufs) => {
+            Events::Perf(bufs, staged) => {
+                let watermark = if last { u64::MAX } else { monotonic_ns() };
                 let mut lost = 0;
                 let mut wrapped = [0u8; MAX_RECORD];
+                let mut stage = |record: &[u8]| {
+                    if staged.push(record).is_err() {
+                        // More than the staging area holds in one pass: release what is
+                        // there (order is kept within each part) and go on.
+                        staged.release(u64::MAX, &mut on_record);
+                        if staged.push(record).is_err() {
+                            on_record(record);
+                        }
+                    }
+                };
                 for buf in bufs.iter_mut() {
                     buf.for_each(|ev| match ev {
-                        PerfEvent::Sample { head, tail: [] } => on_record(head),
+                        PerfEvent::Sample { head, tail: [] } => stage(head),
                         PerfEvent::Sample { head, tail } => {
                             // A sample that straddles the end of the buffer: join its halves.
                             let n = (head.len() + tail.len()).min(MAX_RECORD);
                             let h = head.len().min(n);
                             wrapped[..h].copy_from_slice(&head[..h]);
                             wrapped[h..n].copy_from_slice(&tail[..n - h]);
-                            on_record(&wrapped[..n]);
+                            stage(&wrapped[..n]);
                         }
                         PerfEvent::Lost { count } => lost += count,
                     });
                 }
+                staged.release(watermark, &mut on_record);
                 lost
             }
         }
@@ -249,6 +283,7 @@ impl Kernel {
             let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
             let pages = perf_pages(ring_bytes as usize, page, cpus.len());
             let mut bufs = Vec::with_capacity(cpus.len());
+            let staged = staging(pages * page * cpus.len());
             for cpu in cpus {
                 bufs.push(
                     array
@@ -256,7 +291,7 @@ impl Kernel {
                         .map_err(|e| format!("perf buffer of CPU {cpu}: {e}"))?,
                 );
             }
-            Events::Perf(bufs)
+            Events::Perf(bufs, staged)
         } else {
             let ring = ebpf
                 .take_map(EVENTS_MAP)
