@@ -121,6 +121,8 @@ struct LimitsFile {
     series_per_metric: Option<usize>,
     ring_buffer_bytes: Option<u32>,
     export_queue_bytes: Option<usize>,
+    http_connections: Option<usize>,
+    span_queue: Option<usize>,
 }
 
 /// Reads and applies the file at `path`.
@@ -220,6 +222,8 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
         d.series_per_metric = l.series_per_metric.unwrap_or(d.series_per_metric);
         d.ring_buffer_bytes = l.ring_buffer_bytes.unwrap_or(d.ring_buffer_bytes);
         d.export_queue_bytes = l.export_queue_bytes.unwrap_or(d.export_queue_bytes);
+        d.http_connections = l.http_connections.unwrap_or(d.http_connections);
+        d.span_queue = l.span_queue.unwrap_or(d.span_queue);
     }
     Ok(())
 }

@@ -200,6 +200,10 @@ pub struct Limits {
     pub ring_buffer_bytes: u32,
     /// Compressed request bytes waiting for the collector.
     pub export_queue_bytes: usize,
+    /// Descriptors with HTTP exchanges tracked at once.
+    pub http_connections: usize,
+    /// Finished spans waiting for export (the oldest is dropped, and counted, beyond).
+    pub span_queue: usize,
 }
 
 /// The whole configuration.
@@ -232,6 +236,8 @@ pub mod defaults {
     pub const LOGS_BATCH: usize = 512;
     pub const CONNECTIONS: usize = 4_096;
     pub const LISTENERS: usize = 256;
+    pub const HTTP_CONNECTIONS: usize = 1_024;
+    pub const SPAN_QUEUE: usize = 2_048;
     pub const SERIES_PER_METRIC: usize = 1_000;
     pub const RING_BUFFER_BYTES: u32 = telegen_common::DEFAULT_RING_BYTES;
     pub const EXPORT_QUEUE_BYTES: usize = 1 << 20;
@@ -276,6 +282,8 @@ impl Default for Config {
             resource_attributes: Vec::new(),
             limits: Limits {
                 connections: defaults::CONNECTIONS,
+                http_connections: defaults::HTTP_CONNECTIONS,
+                span_queue: defaults::SPAN_QUEUE,
                 listeners: defaults::LISTENERS,
                 series_per_metric: defaults::SERIES_PER_METRIC,
                 ring_buffer_bytes: defaults::RING_BUFFER_BYTES,
@@ -363,6 +371,8 @@ impl Config {
             ("limits.listeners", l.listeners),
             ("limits.series_per_metric", l.series_per_metric),
             ("limits.export_queue_bytes", l.export_queue_bytes),
+            ("limits.http_connections", l.http_connections),
+            ("limits.span_queue", l.span_queue),
             ("metrics.batch_size", self.metrics.batch_size),
         ];
         for (name, v) in positive {

@@ -1,7 +1,7 @@
 //! telegen's sans-IO core.
 //!
 //! Turns wire records from the kernel programs into aggregated telemetry: decoding
-//! ([`record`]), tracepoint layouts ([`tracefs`]), the TCP connection tracker ([`tcp`]),
+//! ([`record`]), tracepoint layouts ([`tracefs`]), the TCP connection tracker ([`tcp`]), HTTP/1.x exchanges ([`http`]),
 //! fixed-capacity tables ([`fixed_map`]), time order across per-CPU buffers ([`reorder`]), metric series with a cardinality cap ([`metrics`]),
 //! the agent's own counters ([`selfmetrics`]) and the memory budget ([`budget`]).
 //!
@@ -15,6 +15,7 @@ extern crate alloc;
 
 pub mod budget;
 pub mod fixed_map;
+pub mod http;
 pub mod metrics;
 pub mod record;
 pub mod reorder;

@@ -4,13 +4,18 @@
 //! `size` and the kind's fixed size, enumerations are checked against their ranges. Nothing
 //! here trusts a size that came from the ring, and nothing panics on short or odd input.
 
-use telegen_common::{AF_INET, AF_INET6, COMM_LEN, EventHeader, EventKind, TcpEvent, tcp_state};
+use telegen_common::{
+    AF_INET, AF_INET6, COMM_LEN, CloseEvent, DATA_CAP, DataEvent, EventHeader, EventKind, TcpEvent,
+    direction, tcp_state,
+};
 
 /// Why a record was rejected. Each is counted as a `decode_error` drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeError {
     /// Shorter than the fixed header.
-    ShortHeader { len: usize },
+    ShortHeader {
+        len: usize,
+    },
     /// The kind number is not one this build knows.
     UnknownKind(u32),
     /// The header's size disagrees with the bytes received or with the kind's layout.
@@ -23,6 +28,8 @@ pub enum DecodeError {
     BadFamily(u16),
     /// A TCP state outside the kernel's range.
     BadState(u32),
+    BadDirection(u32),
+    BadCaptureLength(u32),
 }
 
 impl core::fmt::Display for DecodeError {
@@ -44,6 +51,13 @@ impl core::fmt::Display for DecodeError {
             }
             Self::BadFamily(v) => write!(f, "address family {v} is neither IPv4 nor IPv6"),
             Self::BadState(v) => write!(f, "TCP state {v} out of range"),
+            Self::BadDirection(v) => write!(f, "data direction {v} is neither read nor write"),
+            Self::BadCaptureLength(v) => {
+                write!(
+                    f,
+                    "{v} captured bytes: more than the record or the call holds"
+                )
+            }
         }
     }
 }
@@ -124,9 +138,38 @@ pub struct TcpRecord {
 }
 
 /// Every kind of record this build understands.
+/// The start of what one read or write moved on a descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Record {
+pub struct DataRecord<'a> {
+    pub ts_ns: u64,
+    pub task: Task,
+    pub fd: u32,
+    /// Read by the process (`true`) or written by it.
+    pub ingress: bool,
+    /// Bytes the syscall moved; `data` holds the first of them.
+    pub len: u32,
+    /// The socket and its connection, local end first.
+    pub sock: u64,
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub data: &'a [u8],
+}
+
+/// A descriptor that carried data was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseRecord {
+    pub ts_ns: u64,
+    pub task: Task,
+    pub fd: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record<'a> {
     Tcp(TcpRecord),
+    Data(DataRecord<'a>),
+    Close(CloseRecord),
 }
 
 /// Little cursor over a byte slice whose length has been checked already.
@@ -158,7 +201,7 @@ impl Fields<'_> {
 const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 
 /// Decodes one record from the ring.
-pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
+pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
     if buf.len() < HEADER_LEN {
         return Err(DecodeError::ShortHeader { len: buf.len() });
     }
@@ -171,6 +214,8 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
         | EventKind::TcpRetransmit
         | EventKind::TcpSendReset
         | EventKind::TcpReceiveReset => core::mem::size_of::<TcpEvent>(),
+        EventKind::SocketData => core::mem::size_of::<DataEvent>(),
+        EventKind::FdClose => core::mem::size_of::<CloseEvent>(),
     };
     // The ring may pad a record to 8 bytes; the header's size must still be exact.
     if size as usize != expected || buf.len() < expected {
@@ -186,6 +231,46 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
         comm: f.bytes::<COMM_LEN>(24),
     };
     let ts_ns = f.u64(16);
+    match kind {
+        EventKind::SocketData => {
+            // DataEvent after the header: fd@40 direction@44 len@48 captured@52 sock@56
+            // saddr@64 daddr@80 sport@96 dport@98 family@100 pad@102 data@104.
+            let dir = f.u32(44);
+            if dir != direction::INGRESS && dir != direction::EGRESS {
+                return Err(DecodeError::BadDirection(dir));
+            }
+            let captured = f.u32(52);
+            if captured as usize > DATA_CAP || captured > f.u32(48) {
+                return Err(DecodeError::BadCaptureLength(captured));
+            }
+            let v6 = match f.u16(100) {
+                AF_INET => false,
+                AF_INET6 => true,
+                other => return Err(DecodeError::BadFamily(other)),
+            };
+            return Ok(Record::Data(DataRecord {
+                ts_ns,
+                task,
+                fd: f.u32(40),
+                ingress: dir == direction::INGRESS,
+                len: f.u32(48),
+                sock: f.u64(56),
+                local: IpAddr::from_wire(v6, f.bytes::<16>(64)),
+                remote: IpAddr::from_wire(v6, f.bytes::<16>(80)),
+                local_port: f.u16(96),
+                remote_port: f.u16(98),
+                data: &buf[104..104 + captured as usize],
+            }));
+        }
+        EventKind::FdClose => {
+            return Ok(Record::Close(CloseRecord {
+                ts_ns,
+                task,
+                fd: f.u32(40),
+            }));
+        }
+        _ => {}
+    }
     // TcpEvent after the header: sock@40 saddr@48 daddr@64 sport@80 dport@82 family@84
     // pad@86 old_state@88 new_state@92.
     let family = f.u16(84);

@@ -47,10 +47,16 @@ pub enum DropReason {
     SpoolFull,
     /// Spool records found torn or corrupted (counted per record: their item count is lost).
     SpoolCorrupt,
+    /// A request on a connection the HTTP table had no room for.
+    HttpTableFull,
+    /// A pipelined request beyond the requests a connection may have waiting for answers.
+    HttpPipelineFull,
+    /// A finished span with no room in the span queue (the oldest is dropped).
+    SpanQueueFull,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 15] = [
         Self::KernelRingFull,
         Self::KernelReadFailed,
         Self::DecodeError,
@@ -63,6 +69,9 @@ impl DropReason {
         Self::ExportPartialRejected,
         Self::SpoolFull,
         Self::SpoolCorrupt,
+        Self::HttpTableFull,
+        Self::HttpPipelineFull,
+        Self::SpanQueueFull,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -79,6 +88,9 @@ impl DropReason {
             Self::ExportPartialRejected => "export_partial_rejected",
             Self::SpoolFull => "spool_full",
             Self::SpoolCorrupt => "spool_corrupt",
+            Self::HttpTableFull => "http_table_full",
+            Self::HttpPipelineFull => "http_pipeline_full",
+            Self::SpanQueueFull => "span_queue_full",
         }
     }
 

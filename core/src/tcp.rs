@@ -202,6 +202,8 @@ impl TcpTracker {
                 let received = r.kind == EventKind::TcpReceiveReset;
                 *self.resets.point(ResetKey { conn, received }).0 += 1;
             }
+            // Not TCP records: the decoder never makes a TcpRecord of these.
+            EventKind::SocketData | EventKind::FdClose => {}
         }
     }
 

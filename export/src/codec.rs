@@ -162,7 +162,7 @@ impl OtlpRequest for ExportMetricsServiceRequest {
 
 /// `partialSuccess` of an OTLP/JSON response. Collectors write 64-bit integers as strings
 /// (protojson) or numbers; both are read.
-fn json_partial(body: &[u8], rejected_key: &str) -> Option<(i64, String)> {
+pub(crate) fn json_partial(body: &[u8], rejected_key: &str) -> Option<(i64, String)> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let p = v.get("partialSuccess")?;
     let rejected = match p.get(rejected_key) {

@@ -1,7 +1,10 @@
 //! Signals as readable lines, for `--console`.
 
 use std::fmt::Write;
+use telegen_core::http::Span;
 use telegen_core::metrics::{Attr, AttrValue, Histogram, MetricDesc, MetricSink};
+use telegen_core::record::comm_str;
+use telegen_core::tcp::Side;
 
 /// Renders every point it is given as one line of text.
 #[derive(Default)]
@@ -22,6 +25,46 @@ fn attrs_text(out: &mut String, attrs: &[Attr]) {
         };
     }
     out.push('}');
+}
+
+impl ConsoleSink {
+    /// One span as a line: `span SERVER GET /users/{id} 200 1.234ms nginx[42] 127.0.0.1:80
+    /// trace=<id> span=<id> parent=<id>`.
+    pub fn span_line(s: &Span) -> String {
+        let mut name = heapless::String::new();
+        s.name(&mut name);
+        let (server, port) = s.server();
+        let kind = match s.side {
+            Side::Server => "SERVER",
+            Side::Client => "CLIENT",
+        };
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "span {kind} {name} {} {:.3}ms {}[{}] {server}:{port} trace={} span={}",
+            s.status,
+            (s.end_ns - s.start_ns) as f64 / 1e6,
+            comm_str(&s.process.comm),
+            s.process.pid,
+            hex(&s.context.trace_id),
+            hex(&s.context.span_id),
+        );
+        if s.parent_span_id != [0; 8] {
+            let _ = write!(out, " parent={}", hex(&s.parent_span_id));
+        }
+        let mut error = heapless::String::new();
+        if s.error_type(&mut error) {
+            let _ = write!(out, " error={error}");
+        }
+        out
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().fold(String::new(), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
 }
 
 impl MetricSink for ConsoleSink {

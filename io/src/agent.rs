@@ -12,11 +12,14 @@ use crate::transport::Connection;
 use crate::{privileges, procfs, resource};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use telegen_config::{Config, Signal};
+use telegen_core::http::{HttpLimits, HttpTracker};
 use telegen_core::record::{self, Record};
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
 use telegen_core::tcp::{Process, TcpLimits, TcpTracker};
@@ -29,6 +32,7 @@ use telegen_export::payload::Encoder;
 const EVENTS_BASE: Token = Token(16);
 const SIGNALS: Token = Token(1);
 const METRICS_EXPORT: Token = Token(2);
+const TRACES_EXPORT: Token = Token(3);
 
 /// How long the agent may take to deliver what is pending after SIGTERM.
 pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(4);
@@ -45,8 +49,10 @@ pub struct Agent {
     kernel: Kernel,
     signals: Signals,
     tracker: TcpTracker,
+    http: HttpTracker,
     counters: AgentCounters,
     metrics: Option<Connection>,
+    traces: Option<Connection>,
     resource: Resource,
     encoder: Encoder,
     start_unix_ns: u64,
@@ -61,10 +67,20 @@ impl Agent {
         }
     }
 
+    pub fn http_limits(config: &Config) -> HttpLimits {
+        HttpLimits {
+            connections: config.limits.http_connections,
+            spans: config.limits.span_queue,
+            series_per_metric: config.limits.series_per_metric,
+        }
+    }
+
     pub fn new(config: Config) -> Result<Self, String> {
         let poll = Poll::new().map_err(|e| format!("creating the event loop: {e}"))?;
         let signals = Signals::new().map_err(|e| format!("signalfd: {e}"))?;
-        let kernel = Kernel::load(config.limits.ring_buffer_bytes, config.transport)?;
+        // Requests are captured when anything reports them: spans, request metrics, the console.
+        let capture = config.traces.enabled || config.metrics.enabled || config.console;
+        let kernel = Kernel::load(config.limits.ring_buffer_bytes, config.transport, capture)?;
         let registry = poll.registry();
         for (i, fd) in kernel.event_fds().into_iter().enumerate() {
             registry
@@ -102,10 +118,23 @@ impl Agent {
                     settings.endpoint,
                     config.metrics.interval_ms
                 );
-                Some(Connection::new(
+                Some(Connection::new::<ExportMetricsServiceRequest>(
                     "metrics",
                     &settings,
                     METRICS_EXPORT,
+                    epoch,
+                    &mut counters,
+                )?)
+            }
+            None => None,
+        };
+        let traces = match config.export_settings(Signal::Traces) {
+            Some(settings) => {
+                log::info!("exporting spans to {}", settings.endpoint);
+                Some(Connection::new::<ExportTraceServiceRequest>(
+                    "traces",
+                    &settings,
+                    TRACES_EXPORT,
                     epoch,
                     &mut counters,
                 )?)
@@ -124,14 +153,17 @@ impl Agent {
             kernel.attached.join(", "),
             kernel.transport()
         );
+        let http = HttpTracker::new(Self::http_limits(&config), id_seed());
         Ok(Self {
             config,
             poll,
             kernel,
             signals,
             tracker,
+            http,
             counters,
             metrics,
+            traces,
             resource,
             encoder: Encoder::default(),
             start_unix_ns: unix_ns(),
@@ -176,14 +208,18 @@ impl Agent {
     pub fn run(mut self) -> Result<(), String> {
         let mut events = Events::with_capacity(64);
         let interval = Duration::from_millis(self.config.metrics.interval_ms);
+        let span_interval = Duration::from_millis(self.config.traces.interval_ms.max(1));
         let mut next_export = Instant::now() + interval;
+        let mut next_spans = Instant::now() + span_interval;
         let mut next_drain = Instant::now() + DRAIN_INTERVAL;
         let mut shutdown_by: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let mut wake = next_export.min(next_drain);
-            if let Some(d) = self.metrics.as_ref().and_then(|c| c.wake_at(now)) {
-                wake = wake.min(d);
+            let mut wake = next_export.min(next_drain).min(next_spans);
+            for c in [&self.metrics, &self.traces].into_iter().flatten() {
+                if let Some(d) = c.wake_at(now) {
+                    wake = wake.min(d);
+                }
             }
             if let Some(s) = shutdown_by {
                 wake = wake.min(s);
@@ -197,26 +233,19 @@ impl Agent {
             let now = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
-                    t if t.0 >= EVENTS_BASE.0 => drain_ring(
-                        &mut self.kernel,
-                        &mut self.tracker,
-                        &mut self.counters,
-                        false,
-                    ),
+                    t if t.0 >= EVENTS_BASE.0 => self.drain(false),
                     SIGNALS => {
                         for r in self.signals.drain() {
                             match r {
                                 Request::Shutdown if shutdown_by.is_none() => {
                                     log::info!("shutting down: flushing what is pending");
                                     shutdown_by = Some(now + SHUTDOWN_BUDGET);
-                                    drain_ring(
-                                        &mut self.kernel,
-                                        &mut self.tracker,
-                                        &mut self.counters,
-                                        true,
-                                    );
+                                    self.drain(true);
+                                    self.export_spans(now);
                                     self.collect_metrics(now);
-                                    if let Some(c) = self.metrics.as_mut() {
+                                    for c in
+                                        [&mut self.metrics, &mut self.traces].into_iter().flatten()
+                                    {
                                         c.begin_shutdown(&self.poll, now, &mut self.counters);
                                     }
                                 }
@@ -232,17 +261,25 @@ impl Agent {
                             c.on_ready(&self.poll, now, &mut self.counters);
                         }
                     }
+                    TRACES_EXPORT => {
+                        if let Some(c) = self.traces.as_mut() {
+                            c.on_ready(&self.poll, now, &mut self.counters);
+                        }
+                    }
                     _ => {}
                 }
             }
-            if let Some(c) = self.metrics.as_mut() {
+            for c in [&mut self.metrics, &mut self.traces].into_iter().flatten() {
                 c.on_timer(&self.poll, now, &mut self.counters);
             }
             if let Some(by) = shutdown_by {
-                let done = self.metrics.as_ref().is_none_or(Connection::may_stop);
+                let done = [&self.metrics, &self.traces]
+                    .into_iter()
+                    .flatten()
+                    .all(Connection::may_stop);
                 if done || now >= by {
-                    if let Some(c) = self.metrics.as_mut() {
-                        if !done {
+                    for c in [&mut self.metrics, &mut self.traces].into_iter().flatten() {
+                        if !c.may_stop() {
                             log::warn!(
                                 "shutdown budget spent with {} bytes not delivered",
                                 c.exporter.queued_bytes()
@@ -257,22 +294,16 @@ impl Agent {
             if now >= next_drain {
                 // Below the wake-up threshold the kernel does not signal the ring: records
                 // are collected here, in batches.
-                drain_ring(
-                    &mut self.kernel,
-                    &mut self.tracker,
-                    &mut self.counters,
-                    false,
-                );
+                self.drain(false);
                 next_drain = now + DRAIN_INTERVAL;
+            }
+            if now >= next_spans {
+                self.export_spans(now);
+                next_spans = now + span_interval;
             }
             if now >= next_export {
                 // Drain first: readiness may lag, and this interval should be complete.
-                drain_ring(
-                    &mut self.kernel,
-                    &mut self.tracker,
-                    &mut self.counters,
-                    false,
-                );
+                self.drain(false);
                 self.collect_metrics(now);
                 next_export += interval;
                 if next_export < now {
@@ -282,15 +313,92 @@ impl Agent {
         }
     }
 
-    /// Takes the current value of every metric: to the console, and to the exporter's queue.
+    /// Reads the kernel's records until none is left. Allocates nothing.
+    fn drain(&mut self, last: bool) {
+        let (tcp, http, counters) = (&mut self.tracker, &mut self.http, &mut self.counters);
+        let lost = self
+            .kernel
+            .drain(last, |bytes| match record::decode(bytes) {
+                Ok(Record::Tcp(r)) => {
+                    counters.events += 1;
+                    tcp.on_record(&r, counters);
+                }
+                Ok(Record::Data(r)) => {
+                    counters.events += 1;
+                    http.on_data(&r, counters);
+                }
+                Ok(Record::Close(r)) => {
+                    counters.events += 1;
+                    http.on_close(&r, counters);
+                }
+                Err(e) => {
+                    counters.drop(DropReason::DecodeError, 1);
+                    log::debug!("bad record from the kernel: {e}");
+                }
+            });
+        if lost > 0 {
+            // Already counted by the programs as kernel_ring_full when the write failed.
+            log::debug!("perf buffers reported {lost} lost samples");
+        }
+    }
+
+    /// Hands the finished spans to the console and the traces exporter.
+    fn export_spans(&mut self, now: Instant) {
+        if self.http.spans().is_empty() {
+            return;
+        }
+        let offset = unix_ns().saturating_sub(crate::kernel::monotonic_ns());
+        if self.config.console {
+            let mut out = std::io::stdout().lock();
+            for s in self.http.spans().iter() {
+                let _ = writeln!(out, "{}", ConsoleSink::span_line(s));
+            }
+            let _ = out.flush();
+        }
+        let spans = std::mem::take(self.http.spans());
+        let Some(conn) = self.traces.as_mut() else {
+            // Console only: the queue keeps its preallocated room.
+            *self.http.spans() = spans;
+            self.http.spans().clear();
+            return;
+        };
+        let codec = conn.codec();
+        let max = self.config.otlp.max_body_bytes;
+        let mut batches = Vec::new();
+        let mut spans = spans;
+        let reqs = telegen_export::traces::requests(
+            spans.drain(..),
+            &self.resource,
+            offset,
+            self.config.traces.batch_size,
+        );
+        // Give the queue its room back.
+        *self.http.spans() = spans;
+        for req in reqs {
+            encode_fitting(
+                &codec,
+                &mut self.encoder,
+                req,
+                max,
+                &mut self.counters,
+                &mut batches,
+            );
+        }
+        for b in batches {
+            conn.enqueue(b, now, &mut self.counters);
+        }
+        conn.kick(&self.poll, now, &mut self.counters);
+    }
+
     fn collect_metrics(&mut self, now: Instant) {
         self.kernel.read_drops(&mut self.counters);
         let now_unix = unix_ns();
         if self.config.console {
             let mut sink = ConsoleSink::default();
             self.tracker.report(&mut sink);
+            self.http.report(&mut sink);
             self.counters.report(&mut sink);
-            if let Some(c) = &self.metrics {
+            for c in [&self.metrics, &self.traces].into_iter().flatten() {
                 c.report(&mut sink);
             }
             let mut out = std::io::stdout().lock();
@@ -302,8 +410,12 @@ impl Agent {
         };
         let mut collector = MetricsCollector::new(self.start_unix_ns, now_unix);
         self.tracker.report(&mut collector);
+        self.http.report(&mut collector);
         self.counters.report(&mut collector);
         conn.report(&mut collector);
+        if let Some(t) = &self.traces {
+            t.report(&mut collector);
+        }
         let codec = conn.codec();
         let max = self.config.otlp.max_body_bytes;
         let mut batches = Vec::new();
@@ -324,25 +436,9 @@ impl Agent {
     }
 }
 
-/// Reads the kernel's records until none is left. Allocates nothing.
-fn drain_ring(
-    kernel: &mut Kernel,
-    tracker: &mut TcpTracker,
-    counters: &mut AgentCounters,
-    last: bool,
-) {
-    let lost = kernel.drain(last, |bytes| match record::decode(bytes) {
-        Ok(Record::Tcp(r)) => {
-            counters.events += 1;
-            tracker.on_record(&r, counters);
-        }
-        Err(e) => {
-            counters.drop(DropReason::DecodeError, 1);
-            log::debug!("bad record from the kernel: {e}");
-        }
-    });
-    if lost > 0 {
-        // Already counted by the programs as kernel_ring_full when the write failed.
-        log::debug!("perf buffers reported {lost} lost samples");
-    }
+/// A seed for span and trace ids that differs between runs.
+fn id_seed() -> u64 {
+    unix_ns()
+        ^ (u64::from(std::process::id()) << 32)
+        ^ crate::kernel::monotonic_ns().rotate_left(17)
 }

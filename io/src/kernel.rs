@@ -15,8 +15,9 @@ use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 use std::os::fd::{AsRawFd, RawFd};
 use telegen_common::{
-    EVENTS_MAP, EVENTS_PERF_MAP, KERNEL_DROP_REASONS, KERNEL_DROPS_MAP, KernelDrop,
-    TRANSPORT_GLOBAL, TRANSPORT_PERF, TRANSPORT_RING, TcpTpOffsets, WAKEUP_BYTES_GLOBAL,
+    AGENT_TGID_GLOBAL, CloseEvent, DataEvent, EVENTS_MAP, EVENTS_PERF_MAP, KERNEL_DROP_REASONS,
+    KERNEL_DROPS_MAP, KernelDrop, SOCK_OFFSETS_GLOBAL, SockOffsets, TRANSPORT_GLOBAL,
+    TRANSPORT_PERF, TRANSPORT_RING, TcpTpOffsets, WAKEUP_BYTES_GLOBAL,
 };
 use telegen_config::Transport;
 use telegen_core::reorder::Reorder;
@@ -118,7 +119,43 @@ const WAKEUP_FRACTION: u32 = 4;
 pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Smallest record any program writes: bounds the records a staging area can hold.
-const RECORD_LEN_MIN: usize = core::mem::size_of::<telegen_common::TcpEvent>();
+const RECORD_LEN_MIN: usize = core::mem::size_of::<CloseEvent>();
+
+/// Payload capture: every read and write syscall that can carry a socket's bytes, and close.
+const CAPTURE_PROGRAMS: [(&str, &str); 19] = [
+    ("syscalls", "sys_enter_read"),
+    ("syscalls", "sys_exit_read"),
+    ("syscalls", "sys_enter_recvfrom"),
+    ("syscalls", "sys_exit_recvfrom"),
+    ("syscalls", "sys_enter_readv"),
+    ("syscalls", "sys_exit_readv"),
+    ("syscalls", "sys_enter_recvmsg"),
+    ("syscalls", "sys_exit_recvmsg"),
+    ("syscalls", "sys_enter_write"),
+    ("syscalls", "sys_exit_write"),
+    ("syscalls", "sys_enter_sendto"),
+    ("syscalls", "sys_exit_sendto"),
+    ("syscalls", "sys_enter_writev"),
+    ("syscalls", "sys_exit_writev"),
+    ("syscalls", "sys_enter_sendmsg"),
+    ("syscalls", "sys_exit_sendmsg"),
+    ("syscalls", "sys_enter_close"),
+    ("sock", "sock_send_length"),
+    ("sock", "sock_recv_length"),
+];
+
+fn attach_capture(ebpf: &mut Ebpf, group: &str, name: &str) -> Result<(), String> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or("program missing from the object")?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    prog.load()
+        .map_err(|e| format!("the verifier refused the program: {e}"))?;
+    prog.attach(group, name)
+        .map_err(|e| format!("attach failed: {e}"))?;
+    Ok(())
+}
 
 /// The area that merges perf buffers holding `bytes` in all.
 pub fn staging(bytes: usize) -> Reorder {
@@ -126,7 +163,7 @@ pub fn staging(bytes: usize) -> Reorder {
 }
 
 /// The clock of `bpf_ktime_get_ns`, which stamps every record.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let mut t = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -137,7 +174,7 @@ fn monotonic_ns() -> u64 {
 }
 
 /// Largest record any program writes: a perf sample that wraps is copied into this.
-const MAX_RECORD: usize = 256;
+const MAX_RECORD: usize = core::mem::size_of::<DataEvent>() + 8;
 
 impl Kernel {
     /// The transport, its name, and the fds to poll.
@@ -202,7 +239,7 @@ impl Kernel {
     }
 
     /// Loads and attaches everything this kernel supports.
-    pub fn load(ring_bytes: u32, transport: Transport) -> Result<Self, String> {
+    pub fn load(ring_bytes: u32, transport: Transport, capture: bool) -> Result<Self, String> {
         let perf = match transport {
             Transport::Perf => true,
             Transport::Ring => false,
@@ -247,6 +284,14 @@ impl Kernel {
         for (tp, o) in &offsets {
             loader.override_global(tp.offsets_global(), o, true);
         }
+        let me = std::process::id();
+        loader.override_global(AGENT_TGID_GLOBAL, &me, true);
+        let sock = if cfg!(target_pointer_width = "32") {
+            SockOffsets::ILP32
+        } else {
+            SockOffsets::LP64
+        };
+        loader.override_global(SOCK_OFFSETS_GLOBAL, &sock, true);
         let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| format!("loading the eBPF object: {e}"))?;
@@ -271,6 +316,29 @@ impl Kernel {
             return Err(
                 "could not attach sock:inet_sock_set_state; no TCP data can be collected".into(),
             );
+        }
+        if capture {
+            let mut missing = Vec::new();
+            for (group, name) in CAPTURE_PROGRAMS {
+                match attach_capture(&mut ebpf, group, name) {
+                    Ok(()) => attached.push(name),
+                    Err(e) => {
+                        log::warn!("tracepoint {group}:{name}: {e}");
+                        missing.push(name);
+                    }
+                }
+            }
+            if missing.iter().any(|m| m.starts_with("sock_")) {
+                log::warn!(
+                    "no request tracing: it needs sock:sock_send_length and sock:sock_recv_length \
+                     (Linux 6.4+); TCP metrics are not affected"
+                );
+            } else if !missing.is_empty() {
+                log::warn!(
+                    "requests moved by {} are not seen: spans and request metrics are incomplete",
+                    missing.join(", ")
+                );
+            }
         }
         let events = if perf {
             let map = ebpf

@@ -13,7 +13,6 @@ use crate::spool::Spool;
 use crate::tls;
 use mio::net::TcpStream;
 use mio::{Interest, Poll, Token};
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 use std::io::{self, Read, Write};
@@ -24,6 +23,7 @@ use telegen_config::{Compression, Endpoint, ExportSettings, Protocol, Scheme};
 use telegen_core::metrics::MetricSink;
 use telegen_core::selfmetrics::AgentCounters;
 use telegen_export::client::{Batch, Exporter, Failure, Outcome, Target};
+use telegen_export::codec::OtlpRequest;
 use telegen_export::codec::{Codec, Format};
 use telegen_export::retry::RetryPolicy;
 
@@ -53,7 +53,8 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(
+    /// A connection exporting requests of type `R`.
+    pub fn new<R: OtlpRequest>(
         signal: &'static str,
         s: &ExportSettings,
         token: Token,
@@ -89,8 +90,7 @@ impl Connection {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id()) << 32;
-        let exporter =
-            Exporter::new::<ExportMetricsServiceRequest>(target, s.queue_bytes, policy, seed);
+        let exporter = Exporter::new::<R>(target, s.queue_bytes, policy, seed);
         // An unusable spool (read-only or full disk, bad permissions) must not cost the
         // telemetry itself: the agent runs without it and says so.
         let spool = s

@@ -42,6 +42,11 @@ pub enum EventKind {
     TcpSendReset = 3,
     /// `tcp:tcp_receive_reset`, payload [`TcpEvent`].
     TcpReceiveReset = 4,
+    /// The start of what a read or write syscall moved, when it looks like an application
+    /// protocol the agent parses; payload [`DataEvent`].
+    SocketData = 5,
+    /// `close()` of a descriptor that carried [`EventKind::SocketData`]; payload [`CloseEvent`].
+    FdClose = 6,
 }
 
 impl EventKind {
@@ -52,6 +57,8 @@ impl EventKind {
             2 => Some(Self::TcpRetransmit),
             3 => Some(Self::TcpSendReset),
             4 => Some(Self::TcpReceiveReset),
+            5 => Some(Self::SocketData),
+            6 => Some(Self::FdClose),
             _ => None,
         }
     }
@@ -121,6 +128,94 @@ pub struct TcpEvent {
     pub old_state: u32,
     pub new_state: u32,
 }
+
+/// Bytes of a read or write a [`DataEvent`] carries at most: enough for a request line and
+/// the headers of ordinary requests (where `traceparent` is).
+pub const DATA_CAP: usize = 512;
+
+/// Which way a [`DataEvent`]'s bytes went, seen from the process.
+pub mod direction {
+    /// Read by the process (`read`, `readv`, `recvfrom`, `recvmsg`).
+    pub const INGRESS: u32 = 0;
+    /// Written by the process (`write`, `writev`, `sendto`, `sendmsg`).
+    pub const EGRESS: u32 = 1;
+}
+
+/// The start of what one read or write syscall moved on a descriptor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataEvent {
+    pub header: EventHeader,
+    /// The descriptor, in the process [`EventHeader::tgid`].
+    pub fd: u32,
+    /// A [`direction`] value.
+    pub direction: u32,
+    /// Bytes the syscall moved (writes: asked to move).
+    pub len: u32,
+    /// Bytes of `data` that are valid: at most [`DATA_CAP`].
+    pub captured: u32,
+    /// Kernel address of the `struct sock` the bytes went through (as in [`TcpEvent`]).
+    pub sock: u64,
+    /// The connection as the socket sees it: local, then remote (as in [`TcpEvent`]).
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub _pad0: u16,
+    pub data: [u8; DATA_CAP],
+}
+
+/// Byte offsets in `struct sock_common` that [`DataEvent`] addresses are read from. Stable
+/// for years, but they depend on the pointer width, so user space sets them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockOffsets {
+    pub daddr: u32,
+    pub rcv_saddr: u32,
+    pub dport: u32,
+    pub num: u32,
+    pub family: u32,
+    pub v6_daddr: u32,
+    pub v6_rcv_saddr: u32,
+    pub _pad0: u32,
+}
+
+impl SockOffsets {
+    /// A 64-bit kernel with IPv6 and network namespaces (every distribution kernel).
+    pub const LP64: Self = Self {
+        daddr: 0,
+        rcv_saddr: 4,
+        dport: 12,
+        num: 14,
+        family: 16,
+        v6_daddr: 56,
+        v6_rcv_saddr: 72,
+        _pad0: 0,
+    };
+    /// The same on a 32-bit kernel (armv7).
+    pub const ILP32: Self = Self {
+        v6_daddr: 40,
+        v6_rcv_saddr: 56,
+        ..Self::LP64
+    };
+}
+
+/// Name of the read-only global holding the [`SockOffsets`].
+pub const SOCK_OFFSETS_GLOBAL: &str = "SOCK_OFFSETS";
+
+/// A descriptor that carried [`DataEvent`]s was closed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseEvent {
+    pub header: EventHeader,
+    pub fd: u32,
+    pub _pad0: u32,
+}
+
+/// Name of the read-only global (u32) holding the agent's own process id: its programs
+/// never capture the agent's own traffic (its exports are HTTP too).
+pub const AGENT_TGID_GLOBAL: &str = "AGENT_TGID";
 
 /// Sentinel offset for a field the running kernel's tracepoint does not have.
 pub const FIELD_ABSENT: u32 = u32::MAX;
@@ -201,7 +296,14 @@ impl KernelDrop {
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 40);
 const _: () = assert!(core::mem::size_of::<TcpEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<TcpTpOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<DataEvent>() == 104 + DATA_CAP);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 32);
+const _: () = assert!(core::mem::size_of::<CloseEvent>() == 48);
 
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` integers with no padding (checked by the size assertion above).
 unsafe impl aya::Pod for TcpTpOffsets {}
+
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for SockOffsets {}

@@ -13,14 +13,18 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read,
+        bpf_probe_read_user,
+    },
     macros::{map, tracepoint},
-    maps::{Array, PerfEventArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerfEventArray, RingBuf},
     programs::TracePointContext,
 };
 use telegen_common::{
-    AF_INET, DEFAULT_RING_BYTES, EventHeader, EventKind, FIELD_ABSENT, KERNEL_DROP_REASONS,
-    KernelDrop, TRANSPORT_PERF, TcpEvent, TcpTpOffsets, tcp_state,
+    AF_INET, CloseEvent, DATA_CAP, DEFAULT_RING_BYTES, DataEvent, EventHeader, EventKind,
+    FIELD_ABSENT, KERNEL_DROP_REASONS, KernelDrop, SockOffsets, TRANSPORT_PERF, TcpEvent,
+    TcpTpOffsets, direction, tcp_state,
 };
 
 #[map(name = "EVENTS")]
@@ -209,14 +213,16 @@ fn try_tcp_event(
         old_state,
         new_state,
     };
+    emit(ctx, &event)
+}
+
+/// Writes one record to the transport user space chose.
+#[inline(always)]
+fn emit<C: EbpfContext, T>(ctx: &C, event: &T) -> Result<(), KernelDrop> {
     // SAFETY: a read-only global that user space sets before load.
     if unsafe { core::ptr::read_volatile(&TRANSPORT) } == TRANSPORT_PERF {
-        return perf_output(ctx, &event);
+        return perf_output(ctx, event);
     }
-    let Some(mut entry) = EVENTS.reserve::<TcpEvent>(0) else {
-        return Err(KernelDrop::RingFull);
-    };
-    entry.write(event);
     // SAFETY: a read-only global that user space sets before load.
     let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
     let pending = EVENTS.query(u64::from(aya_ebpf::bindings::BPF_RB_AVAIL_DATA));
@@ -225,15 +231,27 @@ fn try_tcp_event(
     } else {
         aya_ebpf::bindings::BPF_RB_NO_WAKEUP
     };
-    entry.submit(u64::from(wake));
-    Ok(())
+    // SAFETY: `event` is a valid value of its size (the helper copies it).
+    let rc = unsafe {
+        aya_ebpf::helpers::generated::bpf_ringbuf_output(
+            core::ptr::addr_of!(EVENTS).cast_mut().cast(),
+            core::ptr::from_ref(event).cast_mut().cast(),
+            core::mem::size_of::<T>() as u64,
+            u64::from(wake),
+        )
+    };
+    if rc < 0 {
+        Err(KernelDrop::RingFull)
+    } else {
+        Ok(())
+    }
 }
 
 /// Writes to this CPU's perf buffer; a failure (a full buffer: -ENOSPC) is counted here, as
 /// for the ring, so that it shows at once (the kernel's own lost-sample records come only with
 /// the next successful write).
 #[inline(always)]
-fn perf_output(ctx: &TracePointContext, event: &TcpEvent) -> Result<(), KernelDrop> {
+fn perf_output<C: EbpfContext, T>(ctx: &C, event: &T) -> Result<(), KernelDrop> {
     // SAFETY: the map is a static perf event array (its definition is the first and only
     // field of the wrapper); the event is a valid value of the size given.
     let rc = unsafe {
@@ -242,7 +260,7 @@ fn perf_output(ctx: &TracePointContext, event: &TcpEvent) -> Result<(), KernelDr
             core::ptr::addr_of!(EVENTS_PERF).cast_mut().cast(),
             u64::from(aya_ebpf::bindings::BPF_F_CURRENT_CPU),
             core::ptr::from_ref(event).cast_mut().cast(),
-            core::mem::size_of::<TcpEvent>() as u64,
+            core::mem::size_of::<T>() as u64,
         )
     };
     if rc < 0 {
@@ -250,6 +268,351 @@ fn perf_output(ctx: &TracePointContext, event: &TcpEvent) -> Result<(), KernelDr
     } else {
         Ok(())
     }
+}
+
+// ---- Payload capture from syscall tracepoints ----------------------------------------
+//
+// A read or write is followed from its syscall's entry to its exit, per thread. In between,
+// `sock:sock_recv_length` / `sock:sock_send_length` (Linux 6.4+) fire in the same thread when
+// the descriptor is a socket, naming its `struct sock`: only such calls, on TCP, are captured,
+// at the exit, with the connection read from the socket. Writes are kept only when their
+// first bytes look like HTTP; reads are looked at when they return.
+//
+// The records of `syscalls:sys_enter_*` are the common fields (8 bytes), the syscall number
+// (8 with padding), then each argument as 8 bytes from offset 16; `sys_exit_*` records hold
+// the return value at 16. That layout is the same on every kernel with syscall tracepoints.
+
+const ARG0: usize = 16;
+const ARG1: usize = 24;
+const ARG2: usize = 32;
+const RET: usize = 16;
+
+/// A read or write between its syscall's entry and exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Pending {
+    /// A user buffer, an iovec array or a msghdr, per `how`.
+    ptr: u64,
+    /// The socket, once `sock_{send,recv}_length` named it; 0 until then.
+    sock: u64,
+    fd: u32,
+    how: u32,
+    dir: u32,
+    _pad: u32,
+}
+
+const PLAIN: u32 = 0;
+const IOVEC: u32 = 1;
+const MSGHDR: u32 = 2;
+
+/// The agent's own process: never captured (set by user space before load).
+#[unsafe(no_mangle)]
+static AGENT_TGID: u32 = 0;
+
+#[unsafe(no_mangle)]
+static SOCK_OFFSETS: SockOffsets = SockOffsets::LP64;
+
+#[map(name = "PENDING")]
+static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(8192, 0);
+
+/// Descriptors (tgid << 32 | fd) that carried captured bytes: their close is reported.
+#[map(name = "CAPTURED_FDS")]
+static CAPTURED_FDS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// Room to build a [`DataEvent`], larger than the BPF stack.
+#[map(name = "DATA_SCRATCH")]
+static DATA_SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, at: usize) -> u64 {
+    // SAFETY: within the syscall tracepoint's record (layout above).
+    unsafe { ctx.read_at::<u64>(at) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn ours() -> bool {
+    // SAFETY: a read-only global that user space sets before load.
+    let agent = unsafe { core::ptr::read_volatile(&AGENT_TGID) };
+    (bpf_get_current_pid_tgid() >> 32) as u32 == agent
+}
+
+/// Whether the first bytes look like an HTTP/1.x request or response.
+#[inline(always)]
+fn looks_like_http(b: &[u8; 8]) -> bool {
+    matches!(
+        b,
+        [b'G', b'E', b'T', b' ', ..]
+            | [b'P', b'O', b'S', b'T', b' ', ..]
+            | [b'P', b'U', b'T', b' ', ..]
+            | [b'H', b'E', b'A', b'D', b' ', ..]
+            | [b'D', b'E', b'L', b'E', b'T', b'E', b' ', ..]
+            | [b'P', b'A', b'T', b'C', b'H', b' ', ..]
+            | [b'O', b'P', b'T', b'I', b'O', b'N', b'S', b' ']
+            | [b'H', b'T', b'T', b'P', b'/', b'1', b'.', _]
+    )
+}
+
+/// The first buffer of a call: `(base, len)`. `len` is the buffer's size, not what moved.
+#[inline(always)]
+fn first_buffer(ptr: u64, how: u32, plain_len: u64) -> Option<(u64, u64)> {
+    let iov = match how {
+        PLAIN => return Some((ptr, plain_len)),
+        IOVEC => ptr,
+        // struct user_msghdr: msg_iov at 16.
+        // SAFETY: bpf_probe_read_user copes with any address.
+        _ => unsafe { bpf_probe_read_user((ptr + 16) as *const u64) }.ok()?,
+    };
+    // struct iovec { void *iov_base; size_t iov_len; }
+    // SAFETY: as above.
+    let base = unsafe { bpf_probe_read_user(iov as *const u64) }.ok()?;
+    // SAFETY: as above.
+    let len = unsafe { bpf_probe_read_user((iov + 8) as *const u64) }.ok()?;
+    Some((base, len))
+}
+
+#[inline(always)]
+fn peek(buf: u64) -> Option<[u8; 8]> {
+    // SAFETY: bpf_probe_read_user copes with any address.
+    unsafe { bpf_probe_read_user(buf as *const [u8; 8]) }.ok()
+}
+
+#[inline(always)]
+fn enter(ctx: &TracePointContext, how: u32, dir: u32) -> u32 {
+    if ours() {
+        return 0;
+    }
+    let ptr = arg(ctx, ARG1);
+    if dir == direction::EGRESS {
+        // What is written is known now: keep only what looks like HTTP.
+        let Some((buf, len)) = first_buffer(ptr, how, arg(ctx, ARG2)) else {
+            return 0;
+        };
+        if len < 8 || !peek(buf).is_some_and(|h| looks_like_http(&h)) {
+            return 0;
+        }
+    }
+    let pending = Pending {
+        ptr,
+        sock: 0,
+        fd: arg(ctx, ARG0) as u32,
+        how,
+        dir,
+        _pad: 0,
+    };
+    let _ = PENDING.insert(&bpf_get_current_pid_tgid(), &pending, 0);
+    0
+}
+
+/// `sock:sock_{send,recv}_length`: the pending call of this thread goes through a socket.
+/// Record: common (8), `void *sk` at 8, `__u16 family` at 16, `__u16 protocol` at 18.
+#[inline(always)]
+fn on_sock(ctx: &TracePointContext) -> u32 {
+    let Some(p) = PENDING.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
+        return 0;
+    };
+    // SAFETY: within the tracepoint's record.
+    let protocol = unsafe { ctx.read_at::<u16>(18) }.unwrap_or(0);
+    if protocol == IPPROTO_TCP {
+        // SAFETY: a valid map value of this thread; as above for the record.
+        unsafe { (*p).sock = ctx.read_at::<u64>(8).unwrap_or(0) };
+    }
+    0
+}
+
+#[inline(always)]
+fn exit(ctx: &TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(p) = (unsafe { PENDING.get(&id) }).copied() else {
+        return 0;
+    };
+    let _ = PENDING.remove(&id);
+    let ret = arg(ctx, RET) as i64;
+    if ret <= 0 || p.sock == 0 {
+        return 0;
+    }
+    let Some((buf, len)) = first_buffer(p.ptr, p.how, ret as u64) else {
+        return 0;
+    };
+    let len = if len < ret as u64 { len } else { ret as u64 };
+    finish(capture(ctx, &p, buf, len, ret as u64))
+}
+
+#[inline(always)]
+fn read_sock<T>(sock: u64, at: u32) -> Result<T, KernelDrop> {
+    // SAFETY: bpf_probe_read copes with any address.
+    unsafe { bpf_probe_read((sock + u64::from(at)) as *const T) }
+        .map_err(|_| KernelDrop::ReadFailed)
+}
+
+/// Captures up to [`DATA_CAP`] of the `len` bytes at `buf` if they look like HTTP.
+#[inline(always)]
+fn capture(
+    ctx: &TracePointContext,
+    p: &Pending,
+    buf: u64,
+    len: u64,
+    moved: u64,
+) -> Result<(), KernelDrop> {
+    if len < 8 || !peek(buf).is_some_and(|h| looks_like_http(&h)) {
+        return Ok(());
+    }
+    let Some(event) = DATA_SCRATCH.get_ptr_mut(0) else {
+        return Ok(());
+    };
+    // SAFETY: this CPU's slot of a per-CPU array; tracepoint programs do not nest on a CPU.
+    let event = unsafe { &mut *event };
+    let mut n = len;
+    if n > DATA_CAP as u64 {
+        n = DATA_CAP as u64;
+    }
+    // SAFETY: `n` is at most the destination's size; the helper copes with any source.
+    let rc = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            event.data.as_mut_ptr().cast(),
+            n as u32,
+            buf as *const core::ffi::c_void,
+        )
+    };
+    if rc < 0 {
+        return Err(KernelDrop::ReadFailed);
+    }
+    // SAFETY: a read-only global that user space sets before load.
+    let off = unsafe { core::ptr::read_volatile(&SOCK_OFFSETS) };
+    let family: u16 = read_sock(p.sock, off.family)?;
+    if family == AF_INET {
+        let s: [u8; 4] = read_sock(p.sock, off.rcv_saddr)?;
+        let d: [u8; 4] = read_sock(p.sock, off.daddr)?;
+        event.saddr = [0; 16];
+        event.daddr = [0; 16];
+        event.saddr[..4].copy_from_slice(&s);
+        event.daddr[..4].copy_from_slice(&d);
+    } else {
+        event.saddr = read_sock(p.sock, off.v6_rcv_saddr)?;
+        event.daddr = read_sock(p.sock, off.v6_daddr)?;
+    }
+    let dport: u16 = read_sock(p.sock, off.dport)?;
+    event.sport = read_sock(p.sock, off.num)?;
+    event.dport = u16::from_be(dport);
+    event.family = family;
+    event._pad0 = 0;
+    event.sock = p.sock;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    event.header = EventHeader {
+        kind: EventKind::SocketData as u32,
+        size: core::mem::size_of::<DataEvent>() as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        // SAFETY: a helper with no preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    event.fd = p.fd;
+    event.direction = p.dir;
+    event.len = moved as u32;
+    event.captured = n as u32;
+    let key = (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(p.fd);
+    let _ = CAPTURED_FDS.insert(&key, &1, 0);
+    emit(ctx, &*event)
+}
+
+#[tracepoint]
+pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
+    enter(&ctx, PLAIN, direction::INGRESS)
+}
+#[tracepoint]
+pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
+    enter(&ctx, PLAIN, direction::INGRESS)
+}
+#[tracepoint]
+pub fn sys_enter_readv(ctx: TracePointContext) -> u32 {
+    enter(&ctx, IOVEC, direction::INGRESS)
+}
+#[tracepoint]
+pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
+    enter(&ctx, MSGHDR, direction::INGRESS)
+}
+#[tracepoint]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    enter(&ctx, PLAIN, direction::EGRESS)
+}
+#[tracepoint]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    enter(&ctx, PLAIN, direction::EGRESS)
+}
+#[tracepoint]
+pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    enter(&ctx, IOVEC, direction::EGRESS)
+}
+#[tracepoint]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    enter(&ctx, MSGHDR, direction::EGRESS)
+}
+#[tracepoint]
+pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+    on_sock(&ctx)
+}
+#[tracepoint]
+pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
+    on_sock(&ctx)
+}
+#[tracepoint]
+pub fn sys_exit_read(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+#[tracepoint]
+pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+#[tracepoint]
+pub fn sys_exit_readv(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+#[tracepoint]
+pub fn sys_exit_recvmsg(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+#[tracepoint]
+pub fn sys_exit_write(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+#[tracepoint]
+pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+#[tracepoint]
+pub fn sys_exit_writev(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+#[tracepoint]
+pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+
+#[tracepoint]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let fd = arg(&ctx, ARG0) as u32;
+    let key = (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(fd);
+    // SAFETY: only presence is checked.
+    if unsafe { CAPTURED_FDS.get(&key) }.is_none() {
+        return 0;
+    }
+    let _ = CAPTURED_FDS.remove(&key);
+    let event = CloseEvent {
+        header: EventHeader {
+            kind: EventKind::FdClose as u32,
+            size: core::mem::size_of::<CloseEvent>() as u32,
+            tgid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            // SAFETY: a helper with no preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        },
+        fd,
+        _pad0: 0,
+    };
+    finish(emit(&ctx, &event))
 }
 
 #[cfg(not(test))]
