@@ -14,7 +14,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 DEB_PKGS=(
   build-essential pkg-config iproute2 procps util-linux binutils python3 python3-venv
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross gcc-aarch64-linux-gnu qemu-user-static bc file
-  systemd openssl
+  systemd openssl nginx curl
 )
 missing=()
 for p in "${DEB_PKGS[@]}"; do
@@ -24,7 +24,14 @@ if ((${#missing[@]})); then
   log "apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Servers the tests start themselves: keep the packages from starting them as services.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  ((own_policy)) && rm -f "$policy"
 fi
 
 # --- Rust toolchains -------------------------------------------------------------------------

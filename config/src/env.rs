@@ -52,6 +52,20 @@ pub(crate) fn apply(c: &mut Config, env: Env<'_>) -> Result<(), Error> {
         }
         sig.otlp
             .merge(overrides(env, &format!("OTEL_EXPORTER_OTLP_{name}_"))?);
+        // OTEL_{METRICS,TRACES,LOGS}_EXPORTER: "otlp" (the default) or "none".
+        let var = format!("OTEL_{name}_EXPORTER");
+        if let Some(v) = get(&var) {
+            sig.enabled = match v.trim() {
+                "otlp" => true,
+                "none" => false,
+                other => {
+                    return Err(Error::new(
+                        &var,
+                        format!("{other:?} is not supported: expected \"otlp\" or \"none\""),
+                    ));
+                }
+            };
+        }
     }
     if let Some(v) = get("OTEL_SERVICE_NAME") {
         c.service_name = Some(v.trim().to_string());

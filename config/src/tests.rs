@@ -297,3 +297,19 @@ fn the_kernel_transport() {
     let e = run(&["--transport", "pipe"], &[]).unwrap_err();
     assert!(e.message.contains("auto, ring or perf"), "{e}");
 }
+
+#[test]
+fn a_signal_exporter_can_be_turned_off() {
+    let c = config(&[], &[("OTEL_TRACES_EXPORTER", "none")]);
+    assert!(c.export_settings(Signal::Traces).is_none());
+    assert!(c.export_settings(Signal::Metrics).is_some());
+    let c = config(&[], &[("OTEL_METRICS_EXPORTER", "otlp")]);
+    assert!(c.export_settings(Signal::Metrics).is_some());
+    match run(&[], &[("OTEL_LOGS_EXPORTER", "zipkin")]) {
+        Err(e) => {
+            assert!(e.to_string().contains("OTEL_LOGS_EXPORTER"), "{e}");
+            assert!(e.to_string().contains("zipkin"), "{e}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}

@@ -1,0 +1,488 @@
+//! HTTP request tracing end to end on the real kernel: nginx, curl and Python servers and
+//! clients started here, the real agent, and the OTLP receiver decoding with the official
+//! Python opentelemetry-proto package.
+
+mod support;
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::*;
+
+/// One span as received.
+#[derive(Debug, Clone)]
+struct SpanSeen {
+    resource: Vec<(String, String)>,
+    name: String,
+    kind: String,
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    attrs: Vec<(String, String)>,
+    status: String,
+}
+
+impl SpanSeen {
+    fn attr(&self, k: &str) -> Option<&str> {
+        attr(&self.attrs, k)
+    }
+    fn process(&self) -> &str {
+        attr(&self.resource, "process.executable.name").unwrap_or("")
+    }
+}
+
+fn spans(requests: &[Value]) -> Vec<SpanSeen> {
+    let mut out = Vec::new();
+    for r in requests {
+        for rs in r["request"]["resourceSpans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let resource = attrs(&rs["resource"]);
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for s in ss["spans"].as_array().into_iter().flatten() {
+                    let text = |k: &str| s[k].as_str().unwrap_or("").to_string();
+                    out.push(SpanSeen {
+                        resource: resource.clone(),
+                        name: text("name"),
+                        kind: text("kind"),
+                        trace_id: text("traceId"),
+                        span_id: text("spanId"),
+                        parent: text("parentSpanId"),
+                        attrs: attrs(s),
+                        status: s["status"]["code"].as_str().unwrap_or("").to_string(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Ids as the JSON mapping of protobuf writes bytes: base64.
+fn b64(hex: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn count(spans: &[SpanSeen], kind: &str, process: &str, port: u16, status: &str) -> usize {
+    let port = port.to_string();
+    spans
+        .iter()
+        .filter(|s| {
+            s.kind == kind
+                && s.process() == process
+                && s.attr("server.port") == Some(port.as_str())
+                && s.attr("http.response.status_code") == Some(status)
+        })
+        .count()
+}
+
+/// Histogram samples of `metric` for requests to `port` with `status`, over every series.
+fn samples(requests: &[Value], metric: &str, port: u16, status: &str) -> u64 {
+    let port = port.to_string();
+    let pts = points(requests, metric);
+    // Series are cumulative: take each series' latest point, then add the series up.
+    let mut seen: Vec<(Vec<(String, String)>, u64, u64)> = Vec::new();
+    for p in pts.iter().filter(|p| {
+        attr(&p.attrs, "server.port") == Some(port.as_str())
+            && attr(&p.attrs, "http.response.status_code") == Some(status)
+    }) {
+        match seen.iter_mut().find(|(a, _, _)| *a == p.attrs) {
+            Some(s) if s.1 < p.time => {
+                s.1 = p.time;
+                s.2 = p.value;
+            }
+            Some(_) => {}
+            None => seen.push((p.attrs.clone(), p.time, p.value)),
+        }
+    }
+    seen.iter().map(|s| s.2).sum()
+}
+
+struct Nginx {
+    proc: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers before it exits (SIGKILL would orphan them).
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.proc.id() as i32, libc::SIGTERM) };
+        let _ = self.proc.wait();
+    }
+}
+
+fn start_nginx(test: &str) -> Nginx {
+    let dir = scratch(test, "nginx");
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    std::fs::write(
+        dir.join("file.html"),
+        "<html>static body</html>\n".repeat(200),
+    )
+    .unwrap();
+    let port = free_port();
+    let d = dir.display();
+    let conf = format!(
+        r#"
+worker_processes 1;
+daemon off;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    sendfile on;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location = /ok {{ return 200 "ok\n"; }}
+        location /missing/ {{ return 404; }}
+        location = /boom {{ return 500; }}
+        location = /file {{ alias {d}/file.html; }}
+    }}
+}}
+"#
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    // The workers run as nobody: they must be able to read the static file.
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX", &dir.display().to_string()])
+        .status();
+    let mut parent = Path::new(&dir).to_path_buf();
+    while parent.pop() {
+        let _ = Command::new("chmod")
+            .args(["a+x", &parent.display().to_string()])
+            .status();
+        if parent == Path::new("/tmp") || parent.parent().is_none() {
+            break;
+        }
+    }
+    let child = Command::new("nginx")
+        .args(["-c", &conf_path.display().to_string(), "-p", &d.to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx (installed by cross/bootstrap.sh)");
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nginx did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Nginx { proc: child, port }
+}
+
+fn curl(url: &str, headers: &[&str]) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null", url]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    assert!(cmd.status().expect("curl").success(), "curl {url}");
+}
+
+const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const CALLER: &str = "b7ad6b7169203331";
+
+#[test]
+fn nginx_curl_and_a_keep_alive_client_become_spans_and_metrics() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    let nginx = start_nginx("http-nginx");
+    let receiver = Receiver::start("http-nginx");
+    let mut agent = start_agent(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
+            ("OTEL_SERVICE_NAME", "http-test"),
+        ],
+    );
+    // The ports this test's client connections came from, once nginx has connected its
+    // client: warm-up requests made before the agent started are not counted.
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    for _ in 0..5 {
+        curl(&format!("{base}/ok?token=sekret-query"), &[]);
+    }
+    for i in 0..3 {
+        curl(&format!("{base}/missing/{}", 1000 + i), &[]);
+    }
+    for _ in 0..2 {
+        curl(&format!("{base}/boom"), &[]);
+    }
+    let traceparent = format!("traceparent: 00-{TRACE}-{CALLER}-01");
+    curl(
+        &format!("{base}/file"),
+        &[
+            &traceparent,
+            "Authorization: Bearer sekret-token",
+            "Cookie: session=sekret-cookie",
+        ],
+    );
+    // Four requests on one keep-alive connection from Python's http.client.
+    let client = format!(
+        r#"
+import http.client
+c = http.client.HTTPConnection("127.0.0.1", {port})
+for _ in range(4):
+    c.request("GET", "/ok")
+    r = c.getresponse()
+    assert r.status == 200, r.status
+    r.read()
+c.close()
+"#,
+        port = nginx.port
+    );
+    let ok = Command::new("python3")
+        .args(["-c", &client])
+        .status()
+        .expect("python3");
+    assert!(ok.success());
+    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
+    assert!(status.success(), "exit status {status:?}");
+
+    let requests = receiver.requests();
+    for r in &requests {
+        assert!(r.get("error").is_none(), "receiver could not decode: {r}");
+        let text = r.to_string();
+        assert!(
+            !text.contains("sekret"),
+            "a secret or a query left the agent: {text}"
+        );
+    }
+    assert!(
+        requests.iter().any(|r| r["path"] == "/v1/traces"),
+        "no spans were exported"
+    );
+    let all = spans(&requests);
+    let port = nginx.port;
+    assert_eq!(count(&all, "SPAN_KIND_SERVER", "nginx", port, "200"), 10);
+    assert_eq!(count(&all, "SPAN_KIND_SERVER", "nginx", port, "404"), 3);
+    assert_eq!(count(&all, "SPAN_KIND_SERVER", "nginx", port, "500"), 2);
+    assert_eq!(count(&all, "SPAN_KIND_CLIENT", "curl", port, "200"), 6);
+    assert_eq!(count(&all, "SPAN_KIND_CLIENT", "curl", port, "404"), 3);
+    assert_eq!(count(&all, "SPAN_KIND_CLIENT", "curl", port, "500"), 2);
+    assert_eq!(count(&all, "SPAN_KIND_CLIENT", "python3", port, "200"), 4);
+
+    let ours = |s: &&SpanSeen| s.attr("server.port") == Some(port.to_string().as_str());
+    let missing = all
+        .iter()
+        .filter(ours)
+        .find(|s| {
+            s.kind == "SPAN_KIND_SERVER" && s.attr("http.response.status_code") == Some("404")
+        })
+        .unwrap();
+    assert_eq!(missing.name, "GET /missing/{id}");
+    assert!(
+        missing
+            .attr("url.path")
+            .unwrap()
+            .starts_with("/missing/100")
+    );
+    assert_eq!(missing.attr("http.request.method"), Some("GET"));
+    assert_eq!(missing.attr("url.scheme"), Some("http"));
+    assert_eq!(missing.attr("network.protocol.version"), Some("1.1"));
+    assert_eq!(missing.attr("server.address"), Some("127.0.0.1"));
+    assert_eq!(missing.attr("client.address"), Some("127.0.0.1"));
+    assert_eq!(
+        missing.attr("error.type"),
+        None,
+        "4xx is not a server error"
+    );
+    assert_eq!(attr(&missing.resource, "service.name"), Some("http-test"));
+
+    let boom = all
+        .iter()
+        .filter(ours)
+        .find(|s| {
+            s.kind == "SPAN_KIND_SERVER" && s.attr("http.response.status_code") == Some("500")
+        })
+        .unwrap();
+    assert_eq!(boom.attr("error.type"), Some("500"));
+    assert_eq!(boom.status, "STATUS_CODE_ERROR");
+
+    // The request that carried a traceparent: nginx joins the caller's trace, and curl's
+    // span is the one the header names.
+    let file_server = all
+        .iter()
+        .filter(ours)
+        .find(|s| s.kind == "SPAN_KIND_SERVER" && s.name == "GET /file")
+        .expect("nginx span of /file");
+    assert_eq!(file_server.trace_id, b64(TRACE));
+    assert_eq!(file_server.parent, b64(CALLER));
+    let file_client = all
+        .iter()
+        .filter(ours)
+        .find(|s| s.kind == "SPAN_KIND_CLIENT" && s.name == "GET /file")
+        .expect("curl span of /file");
+    assert_eq!(file_client.span_id, b64(CALLER));
+    assert_eq!(file_client.trace_id, b64(TRACE));
+    // Without a traceparent each request starts its own trace.
+    let roots: Vec<&SpanSeen> = all
+        .iter()
+        .filter(ours)
+        .filter(|s| s.kind == "SPAN_KIND_SERVER" && s.parent.is_empty())
+        .collect();
+    assert_eq!(roots.len(), 14);
+    let mut ids: Vec<&str> = roots.iter().map(|s| s.trace_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 14, "distinct trace ids");
+
+    // Metrics count every request.
+    let server = "http.server.request.duration";
+    let client = "http.client.request.duration";
+    assert_eq!(samples(&requests, server, port, "200"), 10);
+    assert_eq!(samples(&requests, server, port, "404"), 3);
+    assert_eq!(samples(&requests, server, port, "500"), 2);
+    assert_eq!(samples(&requests, client, port, "200"), 10);
+    assert_eq!(samples(&requests, client, port, "404"), 3);
+    assert_eq!(samples(&requests, client, port, "500"), 2);
+    let dropped = points(&requests, "telegen.agent.dropped");
+    for reason in [
+        "kernel_ring_full",
+        "http_table_full",
+        "span_queue_full",
+        "decode_error",
+    ] {
+        let p = latest(&dropped, &[("reason", reason)]).unwrap();
+        assert_eq!(p.value, 0, "no {reason} drops expected");
+    }
+}
+
+#[test]
+fn a_threaded_python_server_parents_the_calls_it_makes() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    let receiver = Receiver::start("http-python");
+    let mut agent = start_agent(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())],
+    );
+    let backend = free_port();
+    let front = free_port();
+    // A backend, and a thread-per-request front server that calls it while serving.
+    let servers = format!(
+        r#"
+import http.client, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Backend(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(201 if self.path == "/item/7" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+
+class Front(BaseHTTPRequestHandler):
+    def do_GET(self):
+        c = http.client.HTTPConnection("127.0.0.1", {backend})
+        c.request("GET", "/item/7")
+        r = c.getresponse()
+        r.read()
+        c.close()
+        body = b"done"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+b = ThreadingHTTPServer(("127.0.0.1", {backend}), Backend)
+f = ThreadingHTTPServer(("127.0.0.1", {front}), Front)
+threading.Thread(target=b.serve_forever, daemon=True).start()
+print("ready", flush=True)
+f.serve_forever()
+"#
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &servers])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _servers = Proc(child);
+    let client = format!(
+        r#"
+import urllib.request
+for i in range(3):
+    req = urllib.request.Request("http://127.0.0.1:{front}/front/%d" % i)
+    if i == 0:
+        req.add_header("traceparent", "00-{TRACE}-{CALLER}-01")
+    assert urllib.request.urlopen(req).read() == b"done"
+"#
+    );
+    let ok = Command::new("python3")
+        .args(["-c", &client])
+        .status()
+        .expect("python3");
+    assert!(ok.success());
+    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
+    assert!(status.success());
+
+    let all = spans(&receiver.requests());
+    let fronts: Vec<&SpanSeen> = all
+        .iter()
+        .filter(|s| {
+            s.kind == "SPAN_KIND_SERVER"
+                && s.attr("server.port") == Some(front.to_string().as_str())
+        })
+        .collect();
+    assert_eq!(fronts.len(), 3, "{all:#?}");
+    let calls: Vec<&SpanSeen> = all
+        .iter()
+        .filter(|s| {
+            s.kind == "SPAN_KIND_CLIENT"
+                && s.attr("server.port") == Some(backend.to_string().as_str())
+        })
+        .collect();
+    assert_eq!(calls.len(), 3);
+    let backends = count(&all, "SPAN_KIND_SERVER", "python3", backend, "201");
+    assert_eq!(backends, 3);
+    for call in &calls {
+        assert_eq!(call.attr("http.response.status_code"), Some("201"));
+        assert_eq!(call.name, "GET /item/{id}");
+        let parent = fronts
+            .iter()
+            .find(|f| f.span_id == call.parent)
+            .expect("each call is the child of the request its thread serves");
+        assert_eq!(parent.trace_id, call.trace_id);
+    }
+    let joined = fronts
+        .iter()
+        .find(|f| f.trace_id == b64(TRACE))
+        .expect("the request with a traceparent joins the caller's trace");
+    assert_eq!(joined.parent, b64(CALLER));
+    assert_eq!(joined.name, "GET /front/{id}");
+}
