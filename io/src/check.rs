@@ -30,7 +30,17 @@ pub fn budget(config: &Config) -> Budget {
         "TCP tables and metric series",
         Agent::tcp_limits(config).bytes(),
     );
+    b.add(
+        "HTTP tables, span queue and metric series",
+        Agent::http_limits(config).bytes(),
+    );
     b.add("metrics export queue", config.limits.export_queue_bytes);
+    if config
+        .export_settings(telegen_config::Signal::Traces)
+        .is_some()
+    {
+        b.add("traces export queue", config.limits.export_queue_bytes);
+    }
     let perf = match config.transport {
         telegen_config::Transport::Perf => true,
         telegen_config::Transport::Ring => false,
@@ -186,10 +196,16 @@ pub fn run(config: &Config) -> i32 {
         b.total(),
         b.total() as f64 / 1048576.0
     );
-    println!(
-        "  record size {} bytes; ring holds about {} records",
+    let ring = config.limits.ring_buffer_bytes as usize;
+    let (tcp, data) = (
         std::mem::size_of::<TcpEvent>(),
-        config.limits.ring_buffer_bytes as usize / (std::mem::size_of::<TcpEvent>() + 8)
+        std::mem::size_of::<telegen_common::DataEvent>(),
+    );
+    println!(
+        "  record sizes: TCP {tcp} bytes, HTTP data {data} bytes; the ring holds about {} TCP \
+         or {} HTTP data records",
+        ring / (tcp + 8),
+        ring / (data + 8)
     );
 
     if r.blockers.is_empty() {
@@ -217,6 +233,25 @@ fn check_tracepoints(r: &mut Report, tracing: &Path) {
             Err(e) if required => r.fail(&what, &format!("cannot read its format: {e}")),
             Err(e) => r.note(&what, &format!("unavailable ({e}); will be skipped")),
         }
+    }
+    // Request tracing: the socket a read or write went through (Linux 6.4+).
+    let present = ["sock_send_length", "sock_recv_length"]
+        .iter()
+        .all(|n| tracing.join("events/sock").join(n).join("format").exists());
+    let syscalls = tracing.join("events/syscalls/sys_enter_writev").exists();
+    match (present, syscalls) {
+        (true, true) => r.ok(
+            "HTTP request tracing",
+            "sock:sock_{send,recv}_length and syscalls",
+        ),
+        (false, _) => r.note(
+            "HTTP request tracing",
+            "unavailable: needs sock:sock_send_length/sock_recv_length (Linux 6.4+)",
+        ),
+        (true, false) => r.note(
+            "HTTP request tracing",
+            "unavailable: no syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        ),
     }
 }
 

@@ -102,7 +102,9 @@ fn samples(requests: &[Value], metric: &str, port: u16, status: &str) -> u64 {
     let port = port.to_string();
     let pts = points(requests, metric);
     // Series are cumulative: take each series' latest point, then add the series up.
-    let mut seen: Vec<(Vec<(String, String)>, u64, u64)> = Vec::new();
+    // (attributes, time, value) of each series' latest point.
+    type Latest = (Vec<(String, String)>, u64, u64);
+    let mut seen: Vec<Latest> = Vec::new();
     for p in pts.iter().filter(|p| {
         attr(&p.attrs, "server.port") == Some(port.as_str())
             && attr(&p.attrs, "http.response.status_code") == Some(status)
