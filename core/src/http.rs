@@ -82,6 +82,8 @@ pub struct Span {
     /// `1.0` or `1.1`, as the minor version digit.
     pub minor_version: u8,
     pub broken: Option<Broken>,
+    /// Seen as TLS plaintext (`https`).
+    pub tls: bool,
     pub local: IpAddr,
     pub local_port: u16,
     pub remote: IpAddr,
@@ -90,6 +92,11 @@ pub struct Span {
 }
 
 impl Span {
+    /// `url.scheme`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
     /// `error.type`: the status code for 5xx (server) or 4xx/5xx (client), or why the
     /// exchange broke.
     pub fn error_type(&self, out: &mut heapless::String<16>) -> bool {
@@ -213,6 +220,7 @@ pub struct RequestKey {
     pub minor_version: u8,
     pub error: heapless::String<16>,
     pub server_port: u16,
+    pub tls: bool,
     pub process: Process,
 }
 
@@ -225,7 +233,10 @@ impl Attributes for RequestKey {
                 i64::from(self.status),
             ));
         }
-        let _ = out.push(Attr::str("url.scheme", "http"));
+        let _ = out.push(Attr::str(
+            "url.scheme",
+            if self.tls { "https" } else { "http" },
+        ));
         let v = if self.minor_version == 0 {
             "1.0"
         } else {
@@ -262,6 +273,7 @@ struct Open {
 #[derive(Debug, Clone)]
 struct Conn {
     side: Side,
+    tls: bool,
     local: IpAddr,
     local_port: u16,
     remote: IpAddr,
@@ -432,6 +444,7 @@ impl HttpTracker {
         };
         let fresh = Conn {
             side,
+            tls: r.tls,
             local: r.local,
             local_port: r.local_port,
             remote: r.remote,
@@ -459,6 +472,7 @@ impl HttpTracker {
             },
         };
         conn.side = side;
+        conn.tls = r.tls;
         let open = Open {
             context,
             parent_span_id,
@@ -549,6 +563,7 @@ impl HttpTracker {
             status,
             minor_version: open.minor_version,
             broken,
+            tls: conn.tls,
             local: conn.local,
             local_port: conn.local_port,
             remote: conn.remote,
@@ -563,6 +578,7 @@ impl HttpTracker {
             minor_version: span.minor_version,
             error,
             server_port: span.server().1,
+            tls: span.tls,
             process: conn.process,
         };
         let secs = (span.end_ns - span.start_ns) as f64 / 1e9;
@@ -646,6 +662,7 @@ mod tests {
             remote: lo(),
             local_port: ports.0,
             remote_port: ports.1,
+            tls: false,
             data: d,
         }
     }

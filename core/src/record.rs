@@ -6,7 +6,7 @@
 
 use telegen_common::{
     AF_INET, AF_INET6, COMM_LEN, CloseEvent, DATA_CAP, DataEvent, EventHeader, EventKind, TcpEvent,
-    direction, tcp_state,
+    data_flags, direction, tcp_state,
 };
 
 /// Why a record was rejected. Each is counted as a `decode_error` drop.
@@ -154,6 +154,8 @@ pub struct DataRecord<'a> {
     pub remote: IpAddr,
     pub local_port: u16,
     pub remote_port: u16,
+    /// Plaintext of a TLS connection, from the TLS library.
+    pub tls: bool,
     pub data: &'a [u8],
 }
 
@@ -234,7 +236,7 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
     match kind {
         EventKind::SocketData => {
             // DataEvent after the header: fd@40 direction@44 len@48 captured@52 sock@56
-            // saddr@64 daddr@80 sport@96 dport@98 family@100 pad@102 data@104.
+            // saddr@64 daddr@80 sport@96 dport@98 family@100 flags@102 data@104.
             let dir = f.u32(44);
             if dir != direction::INGRESS && dir != direction::EGRESS {
                 return Err(DecodeError::BadDirection(dir));
@@ -259,6 +261,7 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
                 remote: IpAddr::from_wire(v6, f.bytes::<16>(80)),
                 local_port: f.u16(96),
                 remote_port: f.u16(98),
+                tls: f.u16(102) & data_flags::TLS != 0,
                 data: &buf[104..104 + captured as usize],
             }));
         }

@@ -38,7 +38,7 @@ pub fn otlp_span(s: &Span, unix_offset_ns: u64) -> OtlpSpan {
     let mut attributes = vec![
         kv_str("http.request.method", &s.method),
         kv_str("url.path", &s.path),
-        kv_str("url.scheme", "http"),
+        kv_str("url.scheme", s.scheme()),
         kv_str("network.protocol.version", version),
         kv_str("server.address", &server.to_string()),
         kv_int("server.port", i64::from(server_port)),
@@ -216,6 +216,7 @@ mod tests {
             status,
             minor_version: 1,
             broken: None,
+            tls: false,
             local: IpAddr {
                 v6: false,
                 bytes: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],

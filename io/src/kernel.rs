@@ -11,12 +11,12 @@
 use crate::tracefs;
 use aya::maps::perf::{PerfEvent, PerfEventArray, PerfEventArrayBuffer};
 use aya::maps::{MapData, MapType, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::{TracePoint, UProbe, uprobe::UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use std::os::fd::{AsRawFd, RawFd};
 use telegen_common::{
     AGENT_TGID_GLOBAL, CloseEvent, DataEvent, EVENTS_MAP, EVENTS_PERF_MAP, KERNEL_DROP_REASONS,
-    KERNEL_DROPS_MAP, KernelDrop, SOCK_OFFSETS_GLOBAL, SockOffsets, TRANSPORT_GLOBAL,
+    KERNEL_DROPS_MAP, KernelDrop, SOCK_OFFSETS_GLOBAL, SSL_PROBES, SockOffsets, TRANSPORT_GLOBAL,
     TRANSPORT_PERF, TRANSPORT_RING, TcpTpOffsets, WAKEUP_BYTES_GLOBAL,
 };
 use telegen_config::Transport;
@@ -143,6 +143,53 @@ const CAPTURE_PROGRAMS: [(&str, &str); 19] = [
     ("sock", "sock_send_length"),
     ("sock", "sock_recv_length"),
 ];
+
+/// The OpenSSL uprobes, on every libssl found; a library without a symbol (the `_ex` forms
+/// came with OpenSSL 1.1.1) is skipped for that symbol only.
+fn attach_tls(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) {
+    let files = crate::procfs::libssl_files();
+    if files.is_empty() {
+        log::info!("no OpenSSL libssl found: HTTPS is not traced");
+        return;
+    }
+    let mut ok = 0;
+    for (prog, symbol) in SSL_PROBES {
+        let Some(p) = ebpf.program_mut(prog) else {
+            log::warn!("program {prog} missing from the object");
+            continue;
+        };
+        let p: &mut UProbe = match p.try_into() {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("program {prog}: {e}");
+                continue;
+            }
+        };
+        if let Err(e) = p.load() {
+            log::warn!("uprobe {prog}: the verifier refused the program: {e}");
+            continue;
+        }
+        for f in &files {
+            match p.attach(symbol, f, UProbeScope::AllProcesses) {
+                Ok(_) => ok += 1,
+                Err(e) => log::debug!("uprobe {symbol} on {}: {e}", f.display()),
+            }
+        }
+    }
+    if ok > 0 {
+        attached.push("SSL_read/SSL_write uprobes");
+        log::info!(
+            "TLS plaintext: {ok} uprobes on {}",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    } else {
+        log::warn!("no OpenSSL uprobe could be attached: HTTPS is not traced");
+    }
+}
 
 fn attach_capture(ebpf: &mut Ebpf, group: &str, name: &str) -> Result<(), String> {
     let prog: &mut TracePoint = ebpf
@@ -328,6 +375,7 @@ impl Kernel {
                     }
                 }
             }
+            attach_tls(&mut ebpf, &mut attached);
             if missing.iter().any(|m| m.starts_with("sock_")) {
                 log::warn!(
                     "no request tracing: it needs sock:sock_send_length and sock:sock_recv_length \

@@ -131,6 +131,74 @@ pub fn uname() -> (String, String) {
     (field(&u.nodename), field(&u.release))
 }
 
+/// Every distinct OpenSSL `libssl` file on this machine that a process maps now, or that sits
+/// in a usual library folder: the TLS uprobes attach to each (every process that maps a file,
+/// now or later, is then covered). Paths of containerised processes go through their
+/// `/proc/PID/root`.
+pub fn libssl_files() -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out: Vec<std::path::PathBuf> = Vec::new();
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    let mut consider = |p: std::path::PathBuf| {
+        if let Ok(m) = std::fs::metadata(&p)
+            && m.is_file()
+            && !seen.contains(&(m.dev(), m.ino()))
+        {
+            seen.push((m.dev(), m.ino()));
+            out.push(p);
+        }
+    };
+    let is_libssl = |name: &str| name.starts_with("libssl.so");
+    for dir in [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib/arm-linux-gnueabihf",
+        "/usr/lib/riscv64-linux-gnu",
+        "/lib/x86_64-linux-gnu",
+        "/lib/aarch64-linux-gnu",
+        "/lib/arm-linux-gnueabihf",
+        "/usr/lib64",
+        "/usr/lib",
+        "/lib64",
+        "/lib",
+        "/usr/local/lib",
+    ] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_str().is_some_and(is_libssl) {
+                consider(e.path());
+            }
+        }
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let name = p.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            continue;
+        };
+        for line in maps.lines() {
+            let Some(path) = line.split_whitespace().nth(5) else {
+                continue;
+            };
+            let file = path.rsplit('/').next().unwrap_or("");
+            if path.starts_with('/') && is_libssl(file) {
+                consider(std::path::PathBuf::from(format!("/proc/{pid}/root{path}")));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,6 +124,8 @@ fn samples(requests: &[Value], metric: &str, port: u16, status: &str) -> u64 {
 struct Nginx {
     proc: std::process::Child,
     port: u16,
+    /// The same locations over TLS (a self-signed certificate).
+    tls_port: u16,
 }
 
 impl Drop for Nginx {
@@ -144,7 +146,20 @@ fn start_nginx(test: &str) -> Nginx {
     )
     .unwrap();
     let port = free_port();
+    let tls_port = free_port();
     let d = dir.display();
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success());
     let conf = format!(
         r#"
 worker_processes 1;
@@ -166,6 +181,13 @@ http {{
         location /missing/ {{ return 404; }}
         location = /boom {{ return 500; }}
         location = /file {{ alias {d}/file.html; }}
+    }}
+    server {{
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {d}/cert.pem;
+        ssl_certificate_key {d}/key.pem;
+        location = /ok {{ return 200 "ok\n"; }}
+        location /missing/ {{ return 404; }}
     }}
 }}
 "#
@@ -191,14 +213,20 @@ http {{
         .spawn()
         .expect("nginx (installed by cross/bootstrap.sh)");
     let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err()
+    {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "nginx did not start"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Nginx { proc: child, port }
+    Nginx {
+        proc: child,
+        port,
+        tls_port,
+    }
 }
 
 fn curl(url: &str, headers: &[&str]) {
@@ -487,4 +515,73 @@ for i in range(3):
         .expect("the request with a traceparent joins the caller's trace");
     assert_eq!(joined.parent, b64(CALLER));
     assert_eq!(joined.name, "GET /front/{id}");
+}
+
+#[test]
+fn https_is_traced_through_openssl() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    let nginx = start_nginx("http-tls");
+    let receiver = Receiver::start("http-tls");
+    let mut agent = start_agent(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())],
+    );
+    let base = format!("https://127.0.0.1:{}", nginx.tls_port);
+    for _ in 0..3 {
+        let ok = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", &format!("{base}/ok")])
+            .args(["-H", &format!("traceparent: 00-{TRACE}-{CALLER}-01")])
+            .status()
+            .expect("curl");
+        assert!(ok.success());
+    }
+    // Python's ssl module calls SSL_read_ex/SSL_write_ex; two requests on one connection.
+    let client = format!(
+        r#"
+import http.client, ssl
+c = http.client.HTTPSConnection("127.0.0.1", {port}, context=ssl._create_unverified_context())
+for path in ("/missing/5", "/ok"):
+    c.request("GET", path, headers={{"Authorization": "Bearer sekret"}})
+    r = c.getresponse()
+    r.read()
+c.close()
+"#,
+        port = nginx.tls_port
+    );
+    let ok = Command::new("python3")
+        .args(["-c", &client])
+        .status()
+        .expect("python3");
+    assert!(ok.success());
+    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
+    assert!(status.success());
+
+    let requests = receiver.requests();
+    for r in &requests {
+        assert!(!r.to_string().contains("sekret"), "a secret left the agent");
+    }
+    let all = spans(&requests);
+    let port = nginx.tls_port;
+    assert_eq!(count(&all, "SPAN_KIND_SERVER", "nginx", port, "200"), 4);
+    assert_eq!(count(&all, "SPAN_KIND_SERVER", "nginx", port, "404"), 1);
+    assert_eq!(count(&all, "SPAN_KIND_CLIENT", "curl", port, "200"), 3);
+    assert_eq!(count(&all, "SPAN_KIND_CLIENT", "python3", port, "200"), 1);
+    assert_eq!(count(&all, "SPAN_KIND_CLIENT", "python3", port, "404"), 1);
+    let p = port.to_string();
+    for s in all
+        .iter()
+        .filter(|s| s.attr("server.port") == Some(p.as_str()))
+    {
+        assert_eq!(s.attr("url.scheme"), Some("https"), "{s:?}");
+    }
+    let joined = all
+        .iter()
+        .filter(|s| s.kind == "SPAN_KIND_SERVER" && s.attr("server.port") == Some(p.as_str()))
+        .filter(|s| s.trace_id == b64(TRACE) && s.parent == b64(CALLER))
+        .count();
+    assert_eq!(joined, 3, "the traceparent inside TLS is read");
+    assert_eq!(
+        samples(&requests, "http.server.request.duration", port, "200"),
+        4
+    );
 }

@@ -162,9 +162,28 @@ pub struct DataEvent {
     pub sport: u16,
     pub dport: u16,
     pub family: u16,
-    pub _pad0: u16,
+    /// [`data_flags`] bits.
+    pub flags: u16,
     pub data: [u8; DATA_CAP],
 }
+
+/// Bits of [`DataEvent::flags`].
+pub mod data_flags {
+    /// The bytes are TLS plaintext, taken from the TLS library (`SSL_read`/`SSL_write`).
+    pub const TLS: u16 = 1;
+}
+
+/// Name of the uprobes on OpenSSL's `libssl`: `(program, symbol)`.
+pub const SSL_PROBES: [(&str, &str); 8] = [
+    ("ssl_write", "SSL_write"),
+    ("ssl_write_ret", "SSL_write"),
+    ("ssl_read", "SSL_read"),
+    ("ssl_read_ret", "SSL_read"),
+    ("ssl_write_ex", "SSL_write_ex"),
+    ("ssl_write_ex_ret", "SSL_write_ex"),
+    ("ssl_read_ex", "SSL_read_ex"),
+    ("ssl_read_ex_ret", "SSL_read_ex"),
+];
 
 /// Byte offsets in `struct sock_common` that [`DataEvent`] addresses are read from. Stable
 /// for years, but they depend on the pointer width, so user space sets them.

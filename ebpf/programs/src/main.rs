@@ -17,14 +17,14 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read,
         bpf_probe_read_user,
     },
-    macros::{map, tracepoint},
+    macros::{map, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerfEventArray, RingBuf},
-    programs::TracePointContext,
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use telegen_common::{
     AF_INET, CloseEvent, DATA_CAP, DEFAULT_RING_BYTES, DataEvent, EventHeader, EventKind,
     FIELD_ABSENT, KERNEL_DROP_REASONS, KernelDrop, SockOffsets, TRANSPORT_PERF, TcpEvent,
-    TcpTpOffsets, direction, tcp_state,
+    TcpTpOffsets, data_flags, direction, tcp_state,
 };
 
 #[map(name = "EVENTS")]
@@ -298,7 +298,9 @@ struct Pending {
     fd: u32,
     how: u32,
     dir: u32,
-    _pad: u32,
+    /// [`data_flags`] of what is captured.
+    flags: u16,
+    _pad: u16,
 }
 
 const PLAIN: u32 = 0;
@@ -381,6 +383,11 @@ fn enter(ctx: &TracePointContext, how: u32, dir: u32) -> u32 {
     if ours() {
         return 0;
     }
+    if let Some(t) = TLS_PENDING.get_ptr_mut(&bpf_get_current_pid_tgid()) {
+        // The TLS library of this thread is moving ciphertext: its descriptor.
+        // SAFETY: a valid map value of this thread.
+        unsafe { (*t).call.fd = arg(ctx, ARG0) as u32 };
+    }
     let ptr = arg(ctx, ARG1);
     if dir == direction::EGRESS {
         // What is written is known now: keep only what looks like HTTP.
@@ -397,6 +404,7 @@ fn enter(ctx: &TracePointContext, how: u32, dir: u32) -> u32 {
         fd: arg(ctx, ARG0) as u32,
         how,
         dir,
+        flags: 0,
         _pad: 0,
     };
     let _ = PENDING.insert(&bpf_get_current_pid_tgid(), &pending, 0);
@@ -407,16 +415,145 @@ fn enter(ctx: &TracePointContext, how: u32, dir: u32) -> u32 {
 /// Record: common (8), `void *sk` at 8, `__u16 family` at 16, `__u16 protocol` at 18.
 #[inline(always)]
 fn on_sock(ctx: &TracePointContext) -> u32 {
-    let Some(p) = PENDING.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
-        return 0;
-    };
     // SAFETY: within the tracepoint's record.
     let protocol = unsafe { ctx.read_at::<u16>(18) }.unwrap_or(0);
-    if protocol == IPPROTO_TCP {
-        // SAFETY: a valid map value of this thread; as above for the record.
-        unsafe { (*p).sock = ctx.read_at::<u64>(8).unwrap_or(0) };
+    if protocol != IPPROTO_TCP {
+        return 0;
+    }
+    // SAFETY: as above.
+    let sock = unsafe { ctx.read_at::<u64>(8) }.unwrap_or(0);
+    let id = bpf_get_current_pid_tgid();
+    if let Some(p) = PENDING.get_ptr_mut(&id) {
+        // SAFETY: a valid map value of this thread.
+        unsafe { (*p).sock = sock };
+    }
+    if let Some(t) = TLS_PENDING.get_ptr_mut(&id) {
+        // SAFETY: as above.
+        unsafe {
+            (*t).call.sock = sock;
+            let conn = SslConn {
+                sock,
+                fd: (*t).call.fd,
+                _pad: 0,
+            };
+            let _ = SSL_CONNS.insert(&(*t).ssl, &conn, 0);
+        }
     }
     0
+}
+
+// ---- TLS plaintext from OpenSSL uprobes ------------------------------------------------
+//
+// SSL_read/SSL_write (and the _ex forms) are followed from entry to return per thread. The
+// syscalls the library makes meanwhile name the descriptor and the socket (above); an SSL
+// object remembers them, for calls served from the library's buffers without a syscall.
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TlsPending {
+    call: Pending,
+    ssl: u64,
+    /// `_ex` forms: where the library writes the byte count; 0 otherwise.
+    count_ptr: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SslConn {
+    sock: u64,
+    fd: u32,
+    _pad: u32,
+}
+
+#[map(name = "TLS_PENDING")]
+static TLS_PENDING: HashMap<u64, TlsPending> = HashMap::with_max_entries(8192, 0);
+
+#[map(name = "SSL_CONNS")]
+static SSL_CONNS: LruHashMap<u64, SslConn> = LruHashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+fn ssl_enter(ctx: &ProbeContext, dir: u32, ex: bool) -> u32 {
+    if ours() {
+        return 0;
+    }
+    let ssl: u64 = ctx.arg(0).unwrap_or(0);
+    let buf: u64 = ctx.arg(1).unwrap_or(0);
+    let count_ptr: u64 = if ex { ctx.arg(3).unwrap_or(0) } else { 0 };
+    let known = SSL_CONNS.get_ptr(&ssl);
+    // SAFETY: a valid map value, copied.
+    let (sock, fd) = known.map_or((0, u32::MAX), |c| unsafe { ((*c).sock, (*c).fd) });
+    let t = TlsPending {
+        call: Pending {
+            ptr: buf,
+            sock,
+            fd,
+            how: PLAIN,
+            dir,
+            flags: data_flags::TLS,
+            _pad: 0,
+        },
+        ssl,
+        count_ptr,
+    };
+    let _ = TLS_PENDING.insert(&bpf_get_current_pid_tgid(), &t, 0);
+    0
+}
+
+#[inline(always)]
+fn ssl_return(ctx: &RetProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(t) = (unsafe { TLS_PENDING.get(&id) }).copied() else {
+        return 0;
+    };
+    let _ = TLS_PENDING.remove(&id);
+    let ret: i64 = ctx.ret::<i32>() as i64;
+    if ret <= 0 || t.call.sock == 0 {
+        return 0;
+    }
+    let moved = if t.count_ptr != 0 {
+        // SAFETY: bpf_probe_read_user copes with any address.
+        match unsafe { bpf_probe_read_user(t.count_ptr as *const u64) } {
+            Ok(n) => n,
+            Err(_) => return 0,
+        }
+    } else {
+        ret as u64
+    };
+    finish(capture(ctx, &t.call, t.call.ptr, moved, moved))
+}
+
+#[uprobe]
+pub fn ssl_write(ctx: ProbeContext) -> u32 {
+    ssl_enter(&ctx, direction::EGRESS, false)
+}
+#[uretprobe]
+pub fn ssl_write_ret(ctx: RetProbeContext) -> u32 {
+    ssl_return(&ctx)
+}
+#[uprobe]
+pub fn ssl_read(ctx: ProbeContext) -> u32 {
+    ssl_enter(&ctx, direction::INGRESS, false)
+}
+#[uretprobe]
+pub fn ssl_read_ret(ctx: RetProbeContext) -> u32 {
+    ssl_return(&ctx)
+}
+#[uprobe]
+pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
+    ssl_enter(&ctx, direction::EGRESS, true)
+}
+#[uretprobe]
+pub fn ssl_write_ex_ret(ctx: RetProbeContext) -> u32 {
+    ssl_return(&ctx)
+}
+#[uprobe]
+pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
+    ssl_enter(&ctx, direction::INGRESS, true)
+}
+#[uretprobe]
+pub fn ssl_read_ex_ret(ctx: RetProbeContext) -> u32 {
+    ssl_return(&ctx)
 }
 
 #[inline(always)]
@@ -447,8 +584,8 @@ fn read_sock<T>(sock: u64, at: u32) -> Result<T, KernelDrop> {
 
 /// Captures up to [`DATA_CAP`] of the `len` bytes at `buf` if they look like HTTP.
 #[inline(always)]
-fn capture(
-    ctx: &TracePointContext,
+fn capture<C: EbpfContext>(
+    ctx: &C,
     p: &Pending,
     buf: u64,
     len: u64,
@@ -495,7 +632,7 @@ fn capture(
     event.sport = read_sock(p.sock, off.num)?;
     event.dport = u16::from_be(dport);
     event.family = family;
-    event._pad0 = 0;
+    event.flags = p.flags;
     event.sock = p.sock;
     let pid_tgid = bpf_get_current_pid_tgid();
     event.header = EventHeader {
