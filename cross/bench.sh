@@ -17,3 +17,6 @@ cargo bench -q -p telegen --bench tcp_footprint 2>&1 | quiet
 echo
 echo "## Collector outage under heavy traffic"
 cargo bench -q -p telegen --bench export_outage 2>&1 | quiet
+echo
+echo "## HTTP request tracing: nginx under wrk, without and with the agent"
+cargo bench -q -p telegen --bench http_overhead 2>&1 | quiet

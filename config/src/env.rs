@@ -67,6 +67,9 @@ pub(crate) fn apply(c: &mut Config, env: Env<'_>) -> Result<(), Error> {
             };
         }
     }
+    if let Some(v) = get("OTEL_TRACES_SAMPLER") {
+        c.sampler = crate::Sampler::parse(&v, get("OTEL_TRACES_SAMPLER_ARG").as_deref())?;
+    }
     if let Some(v) = get("OTEL_SERVICE_NAME") {
         c.service_name = Some(v.trim().to_string());
     }

@@ -206,10 +206,72 @@ pub struct Limits {
     pub span_queue: usize,
 }
 
+/// Which spans are kept (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`). Request metrics
+/// count every request whatever is sampled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampler {
+    /// A span with a parent (a caller's `traceparent`, or the request its thread serves)
+    /// follows the parent's decision; `root` decides for the others.
+    pub parent_based: bool,
+    pub root: RootSampler,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RootSampler {
+    AlwaysOn,
+    AlwaysOff,
+    /// Keeps this fraction of traces, decided from the trace id (so every agent that sees a
+    /// trace decides alike).
+    TraceIdRatio(f64),
+}
+
+impl Sampler {
+    /// The specification's default: `parentbased_always_on`.
+    pub const DEFAULT: Self = Self {
+        parent_based: true,
+        root: RootSampler::AlwaysOn,
+    };
+
+    /// From the values of `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
+    pub fn parse(name: &str, arg: Option<&str>) -> Result<Self, Error> {
+        let ratio = || -> Result<f64, Error> {
+            let Some(a) = arg else {
+                return Ok(1.0);
+            };
+            match a.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                _ => Err(Error::new(
+                    "OTEL_TRACES_SAMPLER_ARG",
+                    format!("expected a ratio from 0 to 1, got {a:?}"),
+                )),
+            }
+        };
+        let (parent_based, root) = match name.trim() {
+            "always_on" => (false, RootSampler::AlwaysOn),
+            "always_off" => (false, RootSampler::AlwaysOff),
+            "traceidratio" => (false, RootSampler::TraceIdRatio(ratio()?)),
+            "parentbased_always_on" => (true, RootSampler::AlwaysOn),
+            "parentbased_always_off" => (true, RootSampler::AlwaysOff),
+            "parentbased_traceidratio" => (true, RootSampler::TraceIdRatio(ratio()?)),
+            other => {
+                return Err(Error::new(
+                    "OTEL_TRACES_SAMPLER",
+                    format!(
+                        "{other:?} is not supported: expected always_on, always_off, \
+                         traceidratio or parentbased_{{always_on,always_off,traceidratio}}"
+                    ),
+                ));
+            }
+        };
+        Ok(Self { parent_based, root })
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub console: bool,
+    pub sampler: Sampler,
     pub otlp: Otlp,
     pub metrics: SignalConfig,
     pub traces: SignalConfig,
@@ -292,6 +354,7 @@ impl Default for Config {
             spool: None,
             user: Some(defaults::USER.to_string()),
             transport: Transport::Auto,
+            sampler: Sampler::DEFAULT,
         }
     }
 }

@@ -313,3 +313,40 @@ fn a_signal_exporter_can_be_turned_off() {
         other => panic!("expected an error, got {other:?}"),
     }
 }
+
+#[test]
+fn trace_samplers_follow_the_specification() {
+    use crate::{RootSampler, Sampler};
+    assert_eq!(config(&[], &[]).sampler, Sampler::DEFAULT);
+    let c = config(
+        &[],
+        &[
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ],
+    );
+    assert_eq!(
+        c.sampler,
+        Sampler {
+            parent_based: true,
+            root: RootSampler::TraceIdRatio(0.25)
+        }
+    );
+    let c = config(&[], &[("OTEL_TRACES_SAMPLER", "always_off")]);
+    assert_eq!(c.sampler.root, RootSampler::AlwaysOff);
+    assert!(!c.sampler.parent_based);
+    for (name, arg) in [
+        ("traceidratio", "1.5"),
+        ("traceidratio", "x"),
+        ("jaeger_remote", ""),
+    ] {
+        let r = run(
+            &[],
+            &[
+                ("OTEL_TRACES_SAMPLER", name),
+                ("OTEL_TRACES_SAMPLER_ARG", arg),
+            ],
+        );
+        assert!(r.is_err(), "{name} {arg}: {r:?}");
+    }
+}

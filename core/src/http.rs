@@ -58,6 +58,62 @@ pub struct SpanContext {
     pub sampled: bool,
 }
 
+/// Which spans are kept; every request counts in the metrics whatever is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sampling {
+    /// A span with a parent follows the parent's decision.
+    pub parent_based: bool,
+    pub root: RootSampling,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootSampling {
+    AlwaysOn,
+    AlwaysOff,
+    /// Keeps a trace when the 56 random low bits of its id are below this threshold, so
+    /// every agent seeing the trace decides alike.
+    Below(u64),
+}
+
+impl RootSampling {
+    /// The threshold keeping `ratio` (0..=1) of the traces.
+    pub fn ratio(ratio: f64) -> Self {
+        let r = if ratio.is_nan() {
+            0.0
+        } else {
+            ratio.clamp(0.0, 1.0)
+        };
+        Self::Below((r * (1u64 << 56) as f64) as u64)
+    }
+
+    fn keeps(self, trace_id: &[u8; 16]) -> bool {
+        match self {
+            Self::AlwaysOn => true,
+            Self::AlwaysOff => false,
+            Self::Below(t) => {
+                let mut low = [0u8; 8];
+                low[1..].copy_from_slice(&trace_id[9..]);
+                u64::from_be_bytes(low) < t
+            }
+        }
+    }
+}
+
+impl Sampling {
+    pub const ALWAYS_ON: Self = Self {
+        parent_based: true,
+        root: RootSampling::AlwaysOn,
+    };
+
+    /// The decision for a span of `trace_id` whose parent, if any, decided `parent`.
+    fn decide(&self, trace_id: &[u8; 16], parent: Option<bool>) -> bool {
+        match parent {
+            Some(p) if self.parent_based => p,
+            _ => self.root.keeps(trace_id),
+        }
+    }
+}
+
 /// Why an exchange ended without an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Broken {
@@ -339,6 +395,7 @@ pub struct HttpTracker {
     server: Series<RequestKey, Histogram>,
     client: Series<RequestKey, Histogram>,
     ids: Ids,
+    sampling: Sampling,
 }
 
 fn conn_key(tgid: u32, fd: u32) -> u64 {
@@ -347,7 +404,7 @@ fn conn_key(tgid: u32, fd: u32) -> u64 {
 
 impl HttpTracker {
     /// `seed` makes the span ids; it should differ between runs.
-    pub fn new(limits: HttpLimits, seed: u64) -> Self {
+    pub fn new(limits: HttpLimits, seed: u64, sampling: Sampling) -> Self {
         let cap = limits.series_per_metric;
         Self {
             conns: FixedMap::with_capacity(limits.connections),
@@ -357,6 +414,7 @@ impl HttpTracker {
             server: Series::new(&SERVER_DURATION, cap, || Histogram::new(&DURATION_BOUNDS)),
             client: Series::new(&CLIENT_DURATION, cap, || Histogram::new(&DURATION_BOUNDS)),
             ids: Ids(seed),
+            sampling,
         }
     }
 
@@ -413,23 +471,31 @@ impl HttpTracker {
         } else {
             Side::Client
         };
+        let s = self.sampling;
         let (context, parent_span_id) = match (side, carried) {
             (Side::Server, Some(caller)) => (
                 SpanContext {
                     trace_id: caller.trace_id,
                     span_id: self.ids.span_id(),
-                    sampled: caller.sampled,
+                    sampled: s.decide(&caller.trace_id, Some(caller.sampled)),
                 },
                 caller.span_id,
             ),
-            // The client already propagates these ids: its span is the one they name.
-            (Side::Client, Some(own)) => (own, [0; 8]),
-            (Side::Client, None) => match self.serving.get(&r.task.tid) {
+            // The client already propagates these ids: its span is the one they name, and
+            // the flags it sends are its decision.
+            (Side::Client, Some(own)) => (
+                SpanContext {
+                    sampled: s.decide(&own.trace_id, Some(own.sampled)),
+                    ..own
+                },
+                [0; 8],
+            ),
+            (Side::Client, None) => match self.serving.get(&r.task.tid).copied() {
                 Some(parent) => (
                     SpanContext {
                         trace_id: parent.trace_id,
                         span_id: self.ids.span_id(),
-                        sampled: parent.sampled,
+                        sampled: s.decide(&parent.trace_id, Some(parent.sampled)),
                     },
                     parent.span_id,
                 ),
@@ -493,10 +559,11 @@ impl HttpTracker {
     }
 
     fn new_root(&mut self) -> SpanContext {
+        let trace_id = self.ids.trace_id();
         SpanContext {
-            trace_id: self.ids.trace_id(),
+            trace_id,
             span_id: self.ids.span_id(),
-            sampled: true,
+            sampled: self.sampling.decide(&trace_id, None),
         }
     }
 
@@ -587,13 +654,15 @@ impl HttpTracker {
             Side::Client => &mut self.client,
         };
         series.point(key).0.record(secs);
+        if self.span_cap == 0 || !span.context.sampled {
+            // Spans are not wanted (no traces exporter), or sampled out: not a loss.
+            return;
+        }
         if self.spans.len() == self.span_cap {
             self.spans.pop_front();
             drops.drop(DropReason::SpanQueueFull, 1);
         }
-        if self.span_cap > 0 {
-            self.spans.push_back(span);
-        }
+        self.spans.push_back(span);
     }
 
     /// Hands both duration histograms to the sink.
@@ -712,7 +781,7 @@ mod tests {
 
     #[test]
     fn server_exchanges_pipeline_and_join_the_callers_trace() {
-        let mut t = HttpTracker::new(limits(), 7);
+        let mut t = HttpTracker::new(limits(), 7, Sampling::ALWAYS_ON);
         let mut drops = AgentCounters::default();
         let nginx = task(10, 11);
         let req =
@@ -769,7 +838,7 @@ traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
 
     #[test]
     fn client_calls_made_while_serving_are_children() {
-        let mut t = HttpTracker::new(limits(), 7);
+        let mut t = HttpTracker::new(limits(), 7, Sampling::ALWAYS_ON);
         let mut drops = AgentCounters::default();
         let worker = task(10, 12);
         t.on_data(
@@ -825,6 +894,7 @@ traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
                 series_per_metric: 4,
             },
             1,
+            Sampling::ALWAYS_ON,
         );
         let mut drops = AgentCounters::default();
         let p = task(1, 1);
@@ -860,5 +930,71 @@ traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
             t.on_data(&data(11, p, 3, true, SERVER, junk), &mut drops);
             t.on_data(&data(11, p, 3, false, SERVER, junk), &mut drops);
         }
+    }
+
+    #[test]
+    fn sampling_keeps_metrics_exact_and_follows_parents() {
+        let get = b"GET /a HTTP/1.1\r\n\r\n";
+        let ok = b"HTTP/1.1 200 OK\r\n\r\n";
+        let run = |sampling: Sampling, req: &[u8], n: u32| {
+            let mut t = HttpTracker::new(
+                HttpLimits {
+                    connections: 8,
+                    spans: 4096,
+                    series_per_metric: 8,
+                },
+                99,
+                sampling,
+            );
+            let mut drops = AgentCounters::default();
+            for i in 0..n {
+                let p = task(1, 1);
+                t.on_data(
+                    &data(u64::from(i) * 10, p, 3, true, SERVER, req),
+                    &mut drops,
+                );
+                t.on_data(
+                    &data(u64::from(i) * 10 + 5, p, 3, false, SERVER, ok),
+                    &mut drops,
+                );
+            }
+            struct Count(u64);
+            impl MetricSink for Count {
+                fn counter(&mut self, _: &MetricDesc, _: &[Attr], _: u64) {}
+                fn gauge(&mut self, _: &MetricDesc, _: &[Attr], _: i64) {}
+                fn histogram(&mut self, _: &MetricDesc, _: &[Attr], h: &Histogram) {
+                    self.0 += h.count;
+                }
+            }
+            let mut c = Count(0);
+            t.report(&mut c);
+            (t.spans().len(), c.0)
+        };
+        let off = Sampling {
+            parent_based: true,
+            root: RootSampling::AlwaysOff,
+        };
+        assert_eq!(
+            run(off, get, 100),
+            (0, 100),
+            "no span, every request counted"
+        );
+        let half = Sampling {
+            parent_based: false,
+            root: RootSampling::ratio(0.5),
+        };
+        let (kept, counted) = run(half, get, 2000);
+        assert_eq!(counted, 2000);
+        assert!((850..1150).contains(&kept), "{kept} of 2000 kept at 0.5");
+        // Parent-based: a caller that sampled its trace in keeps ours in, even with the
+        // root sampler off, and one that sampled it out keeps ours out.
+        let sampled_in =
+            b"GET /a HTTP/1.1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
+        let sampled_out =
+            b"GET /a HTTP/1.1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00\r\n\r\n";
+        assert_eq!(run(off, sampled_in, 10).0, 10);
+        assert_eq!(run(Sampling::ALWAYS_ON, sampled_out, 10).0, 0);
+        assert_eq!(RootSampling::ratio(0.0), RootSampling::Below(0));
+        assert!(RootSampling::ratio(1.0).keeps(&[0xff; 16]));
     }
 }

@@ -201,6 +201,8 @@ impl Fields<'_> {
 }
 
 const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
+/// Bytes of a data record before its captured bytes.
+const DATA_HEADER: usize = core::mem::size_of::<DataEvent>() - DATA_CAP;
 
 /// Decodes one record from the ring.
 pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
@@ -219,8 +221,13 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
         EventKind::SocketData => core::mem::size_of::<DataEvent>(),
         EventKind::FdClose => core::mem::size_of::<CloseEvent>(),
     };
-    // The ring may pad a record to 8 bytes; the header's size must still be exact.
-    if size as usize != expected || buf.len() < expected {
+    // The ring may pad a record to 8 bytes; the header's size must still be exact. Data
+    // records carry only their captured bytes: any size from the header on.
+    let exact = match kind {
+        EventKind::SocketData => size as usize >= DATA_HEADER && size as usize <= expected,
+        _ => size as usize == expected,
+    };
+    if !exact || buf.len() < size as usize {
         return Err(DecodeError::SizeMismatch {
             kind: kind_raw,
             header: size,
@@ -242,7 +249,7 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
                 return Err(DecodeError::BadDirection(dir));
             }
             let captured = f.u32(52);
-            if captured as usize > DATA_CAP || captured > f.u32(48) {
+            if captured as usize != size as usize - DATA_HEADER || captured > f.u32(48) {
                 return Err(DecodeError::BadCaptureLength(captured));
             }
             let v6 = match f.u16(100) {
@@ -404,6 +411,55 @@ mod tests {
         assert_eq!(
             decode(&encode_tcp_event(&e)),
             Err(DecodeError::BadState(200))
+        );
+    }
+
+    /// A data record as the kernel writes it: the header, then only the captured bytes.
+    fn data_record(data: &[u8], dir: u32) -> alloc::vec::Vec<u8> {
+        let size = DATA_HEADER + data.len();
+        let mut b = alloc::vec![0u8; size];
+        b[0..4].copy_from_slice(&(EventKind::SocketData as u32).to_ne_bytes());
+        b[4..8].copy_from_slice(&(size as u32).to_ne_bytes());
+        b[8..12].copy_from_slice(&42u32.to_ne_bytes());
+        b[16..24].copy_from_slice(&7u64.to_ne_bytes());
+        b[40..44].copy_from_slice(&5u32.to_ne_bytes());
+        b[44..48].copy_from_slice(&dir.to_ne_bytes());
+        b[48..52].copy_from_slice(&1000u32.to_ne_bytes());
+        b[52..56].copy_from_slice(&(data.len() as u32).to_ne_bytes());
+        b[64..68].copy_from_slice(&[127, 0, 0, 1]);
+        b[96..98].copy_from_slice(&8080u16.to_ne_bytes());
+        b[100..102].copy_from_slice(&AF_INET.to_ne_bytes());
+        b[102..104].copy_from_slice(&data_flags::TLS.to_ne_bytes());
+        b[DATA_HEADER..].copy_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn decodes_data_records_of_any_captured_length() {
+        let req = b"GET / HTTP/1.1\r\n\r\n";
+        let mut padded = data_record(req, direction::INGRESS);
+        padded.extend_from_slice(&[0; 5]); // the ring pads to 8 bytes
+        match decode(&padded) {
+            Ok(Record::Data(d)) => {
+                assert_eq!(d.data, req);
+                assert!(d.ingress && d.tls);
+                assert_eq!((d.fd, d.len, d.local_port), (5, 1000, 8080));
+                assert_eq!(d.local.to_string(), "127.0.0.1");
+            }
+            other => panic!("{other:?}"),
+        }
+        let good = data_record(req, direction::EGRESS);
+        assert!(decode(&good[..good.len() - 1]).is_err(), "cut short");
+        let mut bad = good.clone();
+        bad[52] += 1; // captured disagrees with the size
+        assert!(decode(&bad).is_err());
+        let mut bad = good.clone();
+        bad[44] = 9;
+        assert_eq!(decode(&bad), Err(DecodeError::BadDirection(9)));
+        let too_big = data_record(&[b'x'; DATA_CAP + 1], direction::EGRESS);
+        assert!(
+            decode(&too_big).is_err(),
+            "more than the kernel can capture"
         );
     }
 

@@ -3,13 +3,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use telegen_core::http::{HttpLimits, HttpTracker};
+use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
 use telegen_core::record::{CloseRecord, DataRecord, IpAddr, Task};
 use telegen_core::selfmetrics::AgentCounters;
 
 fuzz_target!(|data: &[u8]| {
     let limits = HttpLimits { connections: 3, spans: 4, series_per_metric: 4 };
-    let mut t = HttpTracker::new(limits, 1);
+    let sampling = Sampling { parent_based: data.first().is_some_and(|b| b & 1 == 1), root: RootSampling::ratio(0.5) };
+    let mut t = HttpTracker::new(limits, 1, sampling);
     let mut counters = AgentCounters::default();
     let mut rest = data;
     let mut ts = 0u64;

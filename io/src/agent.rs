@@ -18,8 +18,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use telegen_config::{Config, Signal};
-use telegen_core::http::{HttpLimits, HttpTracker};
+use telegen_config::{Config, RootSampler, Signal};
+use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
 use telegen_core::record::{self, Record};
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
 use telegen_core::tcp::{Process, TcpLimits, TcpTracker};
@@ -68,9 +68,15 @@ impl Agent {
     }
 
     pub fn http_limits(config: &Config) -> HttpLimits {
+        // Without a traces exporter or the console, no span is kept at all.
+        let spans_wanted = config.export_settings(Signal::Traces).is_some() || config.console;
         HttpLimits {
             connections: config.limits.http_connections,
-            spans: config.limits.span_queue,
+            spans: if spans_wanted {
+                config.limits.span_queue
+            } else {
+                0
+            },
             series_per_metric: config.limits.series_per_metric,
         }
     }
@@ -153,7 +159,7 @@ impl Agent {
             kernel.attached.join(", "),
             kernel.transport()
         );
-        let http = HttpTracker::new(Self::http_limits(&config), id_seed());
+        let http = HttpTracker::new(Self::http_limits(&config), id_seed(), sampling(&config));
         Ok(Self {
             config,
             poll,
@@ -233,7 +239,13 @@ impl Agent {
             let now = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
-                    t if t.0 >= EVENTS_BASE.0 => self.drain(false),
+                    t if t.0 >= EVENTS_BASE.0 => {
+                        self.drain(false);
+                        // A full batch goes at once, as the OTel batch span processor does.
+                        if self.http.spans().len() >= self.config.traces.batch_size {
+                            self.export_spans(now);
+                        }
+                    }
                     SIGNALS => {
                         for r in self.signals.drain() {
                             match r {
@@ -297,7 +309,7 @@ impl Agent {
                 self.drain(false);
                 next_drain = now + DRAIN_INTERVAL;
             }
-            if now >= next_spans {
+            if now >= next_spans || self.http.spans().len() >= self.config.traces.batch_size {
                 self.export_spans(now);
                 next_spans = now + span_interval;
             }
@@ -433,6 +445,18 @@ impl Agent {
             conn.enqueue(b, now, &mut self.counters);
         }
         conn.kick(&self.poll, now, &mut self.counters);
+    }
+}
+
+/// The configured sampler in the core's terms.
+fn sampling(config: &Config) -> Sampling {
+    Sampling {
+        parent_based: config.sampler.parent_based,
+        root: match config.sampler.root {
+            RootSampler::AlwaysOn => RootSampling::AlwaysOn,
+            RootSampler::AlwaysOff => RootSampling::AlwaysOff,
+            RootSampler::TraceIdRatio(r) => RootSampling::ratio(r),
+        },
     }
 }
 

@@ -364,7 +364,17 @@ impl Kernel {
                 "could not attach sock:inet_sock_set_state; no TCP data can be collected".into(),
             );
         }
-        if capture {
+        // Request tracing needs the tracepoints that name a call's socket (Linux 6.4+):
+        // without them the syscall programs would cost every read and write for nothing.
+        let sockets_named = ["sock_send_length", "sock_recv_length"]
+            .iter()
+            .all(|n| tracing.join("events/sock").join(n).join("id").exists());
+        if capture && !sockets_named {
+            log::warn!(
+                "no request tracing: it needs the tracepoints sock:sock_send_length and \
+                 sock:sock_recv_length (Linux 6.4+); TCP metrics are not affected"
+            );
+        } else if capture {
             let mut missing = Vec::new();
             for (group, name) in CAPTURE_PROGRAMS {
                 match attach_capture(&mut ebpf, group, name) {
@@ -376,12 +386,7 @@ impl Kernel {
                 }
             }
             attach_tls(&mut ebpf, &mut attached);
-            if missing.iter().any(|m| m.starts_with("sock_")) {
-                log::warn!(
-                    "no request tracing: it needs sock:sock_send_length and sock:sock_recv_length \
-                     (Linux 6.4+); TCP metrics are not affected"
-                );
-            } else if !missing.is_empty() {
+            if !missing.is_empty() {
                 log::warn!(
                     "requests moved by {} are not seen: spans and request metrics are incomplete",
                     missing.join(", ")

@@ -141,7 +141,8 @@ pub mod direction {
     pub const EGRESS: u32 = 1;
 }
 
-/// The start of what one read or write syscall moved on a descriptor.
+/// The start of what one read or write syscall moved on a descriptor. Only the first
+/// `104 + captured` bytes travel (the header's `size`); `data` is cut there.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DataEvent {

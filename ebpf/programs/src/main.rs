@@ -219,9 +219,18 @@ fn try_tcp_event(
 /// Writes one record to the transport user space chose.
 #[inline(always)]
 fn emit<C: EbpfContext, T>(ctx: &C, event: &T) -> Result<(), KernelDrop> {
+    emit_prefix(ctx, event, core::mem::size_of::<T>() as u64)
+}
+
+/// Writes the first `size` bytes of `event` (at most its size).
+#[inline(always)]
+fn emit_prefix<C: EbpfContext, T>(ctx: &C, event: &T, size: u64) -> Result<(), KernelDrop> {
+    if size > core::mem::size_of::<T>() as u64 || size == 0 {
+        return Ok(());
+    }
     // SAFETY: a read-only global that user space sets before load.
     if unsafe { core::ptr::read_volatile(&TRANSPORT) } == TRANSPORT_PERF {
-        return perf_output(ctx, event);
+        return perf_output(ctx, event, size);
     }
     // SAFETY: a read-only global that user space sets before load.
     let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
@@ -236,7 +245,7 @@ fn emit<C: EbpfContext, T>(ctx: &C, event: &T) -> Result<(), KernelDrop> {
         aya_ebpf::helpers::generated::bpf_ringbuf_output(
             core::ptr::addr_of!(EVENTS).cast_mut().cast(),
             core::ptr::from_ref(event).cast_mut().cast(),
-            core::mem::size_of::<T>() as u64,
+            size,
             u64::from(wake),
         )
     };
@@ -251,7 +260,7 @@ fn emit<C: EbpfContext, T>(ctx: &C, event: &T) -> Result<(), KernelDrop> {
 /// for the ring, so that it shows at once (the kernel's own lost-sample records come only with
 /// the next successful write).
 #[inline(always)]
-fn perf_output<C: EbpfContext, T>(ctx: &C, event: &T) -> Result<(), KernelDrop> {
+fn perf_output<C: EbpfContext, T>(ctx: &C, event: &T, size: u64) -> Result<(), KernelDrop> {
     // SAFETY: the map is a static perf event array (its definition is the first and only
     // field of the wrapper); the event is a valid value of the size given.
     let rc = unsafe {
@@ -260,7 +269,7 @@ fn perf_output<C: EbpfContext, T>(ctx: &C, event: &T) -> Result<(), KernelDrop> 
             core::ptr::addr_of!(EVENTS_PERF).cast_mut().cast(),
             u64::from(aya_ebpf::bindings::BPF_F_CURRENT_CPU),
             core::ptr::from_ref(event).cast_mut().cast(),
-            core::mem::size_of::<T>() as u64,
+            size,
         )
     };
     if rc < 0 {
@@ -313,6 +322,9 @@ static AGENT_TGID: u32 = 0;
 
 #[unsafe(no_mangle)]
 static SOCK_OFFSETS: SockOffsets = SockOffsets::LP64;
+
+/// Bytes of a [`DataEvent`] before its data.
+const DATA_HEADER: usize = core::mem::size_of::<DataEvent>() - DATA_CAP;
 
 #[map(name = "PENDING")]
 static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(8192, 0);
@@ -650,7 +662,10 @@ fn capture<C: EbpfContext>(
     event.captured = n as u32;
     let key = (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(p.fd);
     let _ = CAPTURED_FDS.insert(&key, &1, 0);
-    emit(ctx, &*event)
+    // Only the captured bytes travel: a status line costs about 130 bytes of ring, not 616.
+    let size = DATA_HEADER as u64 + n;
+    event.header.size = size as u32;
+    emit_prefix(ctx, &*event, size)
 }
 
 #[tracepoint]
