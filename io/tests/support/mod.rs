@@ -92,10 +92,12 @@ impl Receiver {
         }
     }
 
-    /// Every request received so far.
+    /// Every request received so far. The receiver may be writing a line as this reads: only
+    /// complete lines (ending in a newline) are taken.
     pub fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
             .lines()
             .map(|l| serde_json::from_str(l).expect("receiver writes JSON"))
             .collect()
