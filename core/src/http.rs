@@ -997,4 +997,47 @@ traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
         assert_eq!(RootSampling::ratio(0.0), RootSampling::Below(0));
         assert!(RootSampling::ratio(1.0).keeps(&[0xff; 16]));
     }
+
+    /// Bytes recorded from the real programs (`testdata/http`): curl 7.88 and Python 3.11
+    /// http.client requests as a server read them, nginx 1.22 answers as it wrote them.
+    #[test]
+    fn real_captures_from_curl_python_and_nginx() {
+        let curl = include_bytes!("testdata/http/curl_request");
+        let python = include_bytes!("testdata/http/python_request");
+        let ok = include_bytes!("testdata/http/nginx_200");
+        let missing = include_bytes!("testdata/http/nginx_404");
+        let boom = include_bytes!("testdata/http/nginx_500");
+        let mut t = HttpTracker::new(limits(), 3, Sampling::ALWAYS_ON);
+        let mut drops = AgentCounters::default();
+        let nginx = task(5, 5);
+        let exchanges: [(&[u8], &[u8]); 3] = [(curl, missing), (python, boom), (curl, ok)];
+        for (i, (req, resp)) in exchanges.into_iter().enumerate() {
+            let ts = i as u64 * 100;
+            t.on_data(&data(ts, nginx, 9, true, SERVER, req), &mut drops);
+            t.on_data(&data(ts + 40, nginx, 9, false, SERVER, resp), &mut drops);
+        }
+        let spans: alloc::vec::Vec<Span> = t.spans().drain(..).collect();
+        let got: alloc::vec::Vec<(&str, &str, u16)> = spans
+            .iter()
+            .map(|s| (s.method.as_str(), s.path.as_str(), s.status))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("GET", "/users/42", 404),
+                ("POST", "/orders", 500),
+                ("GET", "/users/42", 200)
+            ]
+        );
+        assert_eq!(
+            spans[0].context.trace_id[..2],
+            [0x0a, 0xf7],
+            "curl sent a traceparent"
+        );
+        assert_eq!(spans[1].parent_span_id, [0; 8], "python did not");
+        let mut e = heapless::String::new();
+        assert!(spans[1].error_type(&mut e));
+        assert_eq!(e.as_str(), "500");
+        assert_eq!(spans[1].minor_version, 1);
+    }
 }

@@ -15,16 +15,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use support::{Receiver, free_port, latest_total, start_agent, terminate};
-
-fn rss_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
+use support::{Receiver, free_port, latest_total, start_agent, status_kib, terminate};
 
 fn main() {
     let outage: u64 = std::env::var("TELEGEN_BENCH_OUTAGE_SECS")
@@ -93,8 +84,8 @@ fn main() {
         }
         if t % 5 == 0 {
             let up = if t >= outage { "up" } else { "down" };
-            let rss = rss_kib(pid, "VmRSS:") as f64 / 1024.0;
-            let hwm = rss_kib(pid, "VmHWM:") as f64 / 1024.0;
+            let rss = status_kib(pid, "VmRSS:") as f64 / 1024.0;
+            let hwm = status_kib(pid, "VmHWM:") as f64 / 1024.0;
             println!(
                 "| {t} | {up} | {} | {rss:.1} | {hwm:.1} |",
                 made.load(Ordering::Relaxed)
@@ -103,7 +94,7 @@ fn main() {
     }
     stop.store(true, Ordering::Relaxed);
     let _ = client.join();
-    let peak = rss_kib(pid, "VmHWM:") as f64 / 1024.0;
+    let peak = status_kib(pid, "VmHWM:") as f64 / 1024.0;
     let (status, _) = terminate(&mut agent, Duration::from_secs(5));
     let requests = receiver.map(|r| r.requests()).unwrap_or_default();
     let dropped =

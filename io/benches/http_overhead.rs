@@ -12,25 +12,10 @@ mod support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{Receiver, attr, free_port, latest, points, scratch, start_agent, terminate};
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
-    s.split_whitespace()
-        .next()
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1e9
-}
+use support::{
+    Receiver, attr, cpu_seconds, free_port, latest, points, scratch, start_agent, status_kib,
+    terminate,
+};
 
 /// Runs wrk; returns (requests, requests per second).
 fn wrk(url: &str, secs: u64, conns: u32) -> (u64, f64) {

@@ -12,26 +12,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{AGENT, Receiver, points, start_agent, terminate};
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Time on CPU in seconds, from /proc/PID/schedstat (nanoseconds; the agent has one thread).
-fn cpu_seconds(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
-    s.split_whitespace()
-        .next()
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1e9
-}
+use support::{AGENT, Receiver, cpu_seconds, points, start_agent, status_kib, terminate};
 
 fn stripped_size() -> u64 {
     let out = std::env::temp_dir().join("telegen-stripped");

@@ -23,7 +23,7 @@ use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
 use telegen_core::record::{self, Record};
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
 use telegen_core::tcp::{Process, TcpLimits, TcpTracker};
-use telegen_export::codec::encode_fitting;
+use telegen_export::codec::{OtlpRequest, encode_fitting};
 use telegen_export::console::ConsoleSink;
 use telegen_export::otlp::MetricsCollector;
 use telegen_export::payload::Encoder;
@@ -374,9 +374,6 @@ impl Agent {
             self.http.spans().clear();
             return;
         };
-        let codec = conn.codec();
-        let max = self.config.otlp.max_body_bytes;
-        let mut batches = Vec::new();
         let mut spans = spans;
         let reqs = telegen_export::traces::requests(
             spans.drain(..),
@@ -386,20 +383,13 @@ impl Agent {
         );
         // Give the queue its room back.
         *self.http.spans() = spans;
-        for req in reqs {
-            encode_fitting(
-                &codec,
-                &mut self.encoder,
-                req,
-                max,
-                &mut self.counters,
-                &mut batches,
-            );
-        }
-        for b in batches {
-            conn.enqueue(b, now, &mut self.counters);
-        }
-        conn.kick(&self.poll, now, &mut self.counters);
+        let out = Out {
+            encoder: &mut self.encoder,
+            max: self.config.otlp.max_body_bytes,
+            poll: &self.poll,
+            now,
+        };
+        out.send(conn, reqs, &mut self.counters);
     }
 
     fn collect_metrics(&mut self, now: Instant) {
@@ -428,23 +418,43 @@ impl Agent {
         if let Some(t) = &self.traces {
             t.report(&mut collector);
         }
+        let reqs = collector.into_requests(&self.resource, self.config.metrics.batch_size);
+        let out = Out {
+            encoder: &mut self.encoder,
+            max: self.config.otlp.max_body_bytes,
+            poll: &self.poll,
+            now,
+        };
+        out.send(conn, reqs, &mut self.counters);
+    }
+}
+
+/// What sending a signal's requests needs besides the connection.
+struct Out<'a> {
+    encoder: &'a mut Encoder,
+    /// Largest request body before compression.
+    max: usize,
+    poll: &'a Poll,
+    now: Instant,
+}
+
+impl Out<'_> {
+    /// Encodes `reqs` (split to fit `max`), queues them on `conn` and starts sending.
+    fn send<R: OtlpRequest>(
+        self,
+        conn: &mut Connection,
+        reqs: Vec<R>,
+        counters: &mut AgentCounters,
+    ) {
         let codec = conn.codec();
-        let max = self.config.otlp.max_body_bytes;
         let mut batches = Vec::new();
-        for req in collector.into_requests(&self.resource, self.config.metrics.batch_size) {
-            encode_fitting(
-                &codec,
-                &mut self.encoder,
-                req,
-                max,
-                &mut self.counters,
-                &mut batches,
-            );
+        for req in reqs {
+            encode_fitting(&codec, self.encoder, req, self.max, counters, &mut batches);
         }
         for b in batches {
-            conn.enqueue(b, now, &mut self.counters);
+            conn.enqueue(b, self.now, counters);
         }
-        conn.kick(&self.poll, now, &mut self.counters);
+        conn.kick(self.poll, self.now, counters);
     }
 }
 

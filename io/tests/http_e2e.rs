@@ -238,6 +238,15 @@ fn curl(url: &str, headers: &[&str]) {
     assert!(cmd.status().expect("curl").success(), "curl {url}");
 }
 
+/// Runs a Python script to its successful end.
+fn python(script: &str) {
+    let ok = Command::new("python3")
+        .args(["-c", script])
+        .status()
+        .expect("python3");
+    assert!(ok.success(), "python client failed");
+}
+
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER: &str = "b7ad6b7169203331";
 
@@ -288,11 +297,7 @@ c.close()
 "#,
         port = nginx.port
     );
-    let ok = Command::new("python3")
-        .args(["-c", &client])
-        .status()
-        .expect("python3");
-    assert!(ok.success());
+    python(&client);
     let (status, _) = terminate(&mut agent, Duration::from_secs(5));
     assert!(status.success(), "exit status {status:?}");
 
@@ -473,11 +478,7 @@ for i in range(3):
     assert urllib.request.urlopen(req).read() == b"done"
 "#
     );
-    let ok = Command::new("python3")
-        .args(["-c", &client])
-        .status()
-        .expect("python3");
-    assert!(ok.success());
+    python(&client);
     let (status, _) = terminate(&mut agent, Duration::from_secs(5));
     assert!(status.success());
 
@@ -548,11 +549,7 @@ c.close()
 "#,
         port = nginx.tls_port
     );
-    let ok = Command::new("python3")
-        .args(["-c", &client])
-        .status()
-        .expect("python3");
-    assert!(ok.success());
+    python(&client);
     let (status, _) = terminate(&mut agent, Duration::from_secs(5));
     assert!(status.success());
 

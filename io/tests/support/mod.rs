@@ -323,3 +323,23 @@ pub fn connect_once(port: u16) {
     s.read_to_end(&mut buf).unwrap();
     assert_eq!(buf, b"bye");
 }
+
+/// A `/proc/PID/status` value in KiB (`VmHWM:`, `VmRSS:`); 0 when unreadable.
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Time a single-threaded process spent on CPU, in seconds, from `/proc/PID/schedstat`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
+    s.split_whitespace()
+        .next()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1e9
+}
