@@ -122,6 +122,7 @@ struct LimitsFile {
     ring_buffer_bytes: Option<u32>,
     export_queue_bytes: Option<usize>,
     http_connections: Option<usize>,
+    http_exchanges: Option<usize>,
     span_queue: Option<usize>,
 }
 
@@ -223,6 +224,7 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
         d.ring_buffer_bytes = l.ring_buffer_bytes.unwrap_or(d.ring_buffer_bytes);
         d.export_queue_bytes = l.export_queue_bytes.unwrap_or(d.export_queue_bytes);
         d.http_connections = l.http_connections.unwrap_or(d.http_connections);
+        d.http_exchanges = l.http_exchanges.unwrap_or(d.http_exchanges);
         d.span_queue = l.span_queue.unwrap_or(d.span_queue);
     }
     Ok(())

@@ -202,6 +202,8 @@ pub struct Limits {
     pub export_queue_bytes: usize,
     /// Descriptors with HTTP exchanges tracked at once.
     pub http_connections: usize,
+    /// HTTP requests waiting for their answers, over all connections.
+    pub http_exchanges: usize,
     /// Finished spans waiting for export (the oldest is dropped, and counted, beyond).
     pub span_queue: usize,
 }
@@ -299,6 +301,7 @@ pub mod defaults {
     pub const CONNECTIONS: usize = 4_096;
     pub const LISTENERS: usize = 256;
     pub const HTTP_CONNECTIONS: usize = 1_024;
+    pub const HTTP_EXCHANGES: usize = 512;
     pub const SPAN_QUEUE: usize = 2_048;
     pub const SERIES_PER_METRIC: usize = 1_000;
     pub const RING_BUFFER_BYTES: u32 = telegen_common::DEFAULT_RING_BYTES;
@@ -345,6 +348,7 @@ impl Default for Config {
             limits: Limits {
                 connections: defaults::CONNECTIONS,
                 http_connections: defaults::HTTP_CONNECTIONS,
+                http_exchanges: defaults::HTTP_EXCHANGES,
                 span_queue: defaults::SPAN_QUEUE,
                 listeners: defaults::LISTENERS,
                 series_per_metric: defaults::SERIES_PER_METRIC,
@@ -435,6 +439,7 @@ impl Config {
             ("limits.series_per_metric", l.series_per_metric),
             ("limits.export_queue_bytes", l.export_queue_bytes),
             ("limits.http_connections", l.http_connections),
+            ("limits.http_exchanges", l.http_exchanges),
             ("limits.span_queue", l.span_queue),
             ("metrics.batch_size", self.metrics.batch_size),
         ];

@@ -335,7 +335,11 @@ struct Conn {
     remote: IpAddr,
     remote_port: u16,
     process: Process,
-    open: heapless::Deque<Open, PIPELINE_DEPTH>,
+    /// Sequence numbers of the oldest exchange waiting for its answer and of the next one;
+    /// the exchanges themselves are in [`HttpTracker::opens`], so an idle connection costs
+    /// a few dozen bytes.
+    first: u32,
+    next: u32,
 }
 
 /// Table sizes, fixed at start-up.
@@ -343,6 +347,8 @@ struct Conn {
 pub struct HttpLimits {
     /// Descriptors with HTTP exchanges tracked at once.
     pub connections: usize,
+    /// Exchanges waiting for their answers, over all connections.
+    pub exchanges: usize,
     /// Finished spans waiting for export.
     pub spans: usize,
     pub series_per_metric: usize,
@@ -351,6 +357,7 @@ pub struct HttpLimits {
 impl HttpLimits {
     pub fn bytes(&self) -> usize {
         FixedMap::<u64, Conn>::bytes_for(self.connections)
+            + FixedMap::<(u64, u32), Open>::bytes_for(self.exchanges)
             + FixedMap::<u32, SpanContext>::bytes_for(self.connections)
             + self.spans * core::mem::size_of::<Span>()
             + 2 * Series::<RequestKey, Histogram>::bytes_for(self.series_per_metric)
@@ -388,6 +395,8 @@ impl Ids {
 /// Tracks HTTP/1.x exchanges and aggregates their metrics.
 pub struct HttpTracker {
     conns: FixedMap<u64, Conn>,
+    /// Exchanges waiting for their answers, by connection and sequence number.
+    opens: FixedMap<(u64, u32), Open>,
     /// The server exchange each thread is serving, for the client calls it makes meanwhile.
     serving: FixedMap<u32, SpanContext>,
     spans: VecDeque<Span>,
@@ -408,6 +417,7 @@ impl HttpTracker {
         let cap = limits.series_per_metric;
         Self {
             conns: FixedMap::with_capacity(limits.connections),
+            opens: FixedMap::with_capacity(limits.exchanges),
             serving: FixedMap::with_capacity(limits.connections),
             spans: VecDeque::with_capacity(limits.spans),
             span_cap: limits.spans,
@@ -420,7 +430,7 @@ impl HttpTracker {
 
     /// Exchanges waiting for their answer.
     pub fn open_exchanges(&self) -> usize {
-        self.conns.iter().map(|(_, c)| c.open.len()).sum()
+        self.opens.len()
     }
 
     /// Finished spans, oldest first; the caller exports and removes them.
@@ -516,29 +526,32 @@ impl HttpTracker {
             remote: r.remote,
             remote_port: r.remote_port,
             process,
-            open: heapless::Deque::new(),
+            first: 0,
+            next: 0,
         };
-        let conn = match self.conns.get_mut(&key) {
+        let stale = self
+            .conns
+            .get(&key)
+            .is_some_and(|c| c.local_port != r.local_port || c.remote_port != r.remote_port);
+        if stale {
             // The descriptor now names another connection (its close was not seen): the
             // old exchanges can no longer be answered.
-            Some(c) if c.local_port != r.local_port || c.remote_port != r.remote_port => {
-                *c = fresh;
-                c
-            }
-            Some(c) => c,
-            None => match self.conns.insert(key, fresh) {
-                Ok(_) => match self.conns.get_mut(&key) {
-                    Some(c) => c,
-                    None => return,
-                },
-                Err(_) => {
-                    drops.drop(DropReason::HttpTableFull, 1);
-                    return;
-                }
-            },
+            self.end_all(key, r.ts_ns, drops);
+        }
+        if self.conns.get(&key).is_none() && self.conns.insert(key, fresh).is_err() {
+            drops.drop(DropReason::HttpTableFull, 1);
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
         };
         conn.side = side;
         conn.tls = r.tls;
+        if conn.next.wrapping_sub(conn.first) as usize >= PIPELINE_DEPTH {
+            drops.drop(DropReason::HttpPipelineFull, 1);
+            return;
+        }
+        let seq = conn.next;
         let open = Open {
             context,
             parent_span_id,
@@ -548,10 +561,11 @@ impl HttpTracker {
             minor_version,
             tid: r.task.tid,
         };
-        if conn.open.push_back(open).is_err() {
-            drops.drop(DropReason::HttpPipelineFull, 1);
+        if self.opens.insert((key, seq), open).is_err() {
+            drops.drop(DropReason::HttpTableFull, 1);
             return;
         }
+        conn.next = seq.wrapping_add(1);
         if side == Side::Server {
             // Without room the thread's client calls start their own traces: not a loss.
             let _ = self.serving.insert(r.task.tid, context);
@@ -585,20 +599,33 @@ impl HttpTracker {
         if (100..200).contains(&status) && status != 101 {
             return;
         }
-        let Some(open) = conn.open.pop_front() else {
+        if conn.first == conn.next {
             return;
-        };
+        }
+        let seq = conn.first;
+        conn.first = seq.wrapping_add(1);
         let conn = conn.clone();
-        self.finish(&conn, open, r.ts_ns, status, None, drops);
+        if let Some(open) = self.opens.remove(&(key, seq)) {
+            self.finish(&conn, open, r.ts_ns, status, None, drops);
+        }
     }
 
     /// A descriptor that carried HTTP was closed: its open exchanges end as errors.
     pub fn on_close(&mut self, r: &CloseRecord, drops: &mut AgentCounters) {
-        let Some(mut conn) = self.conns.remove(&conn_key(r.task.tgid, r.fd)) else {
+        self.end_all(conn_key(r.task.tgid, r.fd), r.ts_ns, drops);
+    }
+
+    /// Forgets a connection; its exchanges still waiting end as broken.
+    fn end_all(&mut self, key: u64, ts_ns: u64, drops: &mut AgentCounters) {
+        let Some(conn) = self.conns.remove(&key) else {
             return;
         };
-        while let Some(open) = conn.open.pop_front() {
-            self.finish(&conn, open, r.ts_ns, 0, Some(Broken::Closed), drops);
+        let mut seq = conn.first;
+        while seq != conn.next {
+            if let Some(open) = self.opens.remove(&(key, seq)) {
+                self.finish(&conn, open, ts_ns, 0, Some(Broken::Closed), drops);
+            }
+            seq = seq.wrapping_add(1);
         }
     }
 
@@ -690,6 +717,7 @@ mod tests {
     fn limits() -> HttpLimits {
         HttpLimits {
             connections: 8,
+            exchanges: 16,
             spans: 16,
             series_per_metric: 16,
         }
@@ -890,6 +918,7 @@ traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
         let mut t = HttpTracker::new(
             HttpLimits {
                 connections: 2,
+                exchanges: 8,
                 spans: 1,
                 series_per_metric: 4,
             },
@@ -940,6 +969,7 @@ traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
             let mut t = HttpTracker::new(
                 HttpLimits {
                     connections: 8,
+                    exchanges: 8,
                     spans: 4096,
                     series_per_metric: 8,
                 },
@@ -1039,5 +1069,41 @@ traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
         assert!(spans[1].error_type(&mut e));
         assert_eq!(e.as_str(), "500");
         assert_eq!(spans[1].minor_version, 1);
+    }
+
+    #[test]
+    fn waiting_exchanges_share_one_bounded_table_and_a_reused_descriptor_ends_them() {
+        let mut t = HttpTracker::new(
+            HttpLimits {
+                connections: 8,
+                exchanges: 2,
+                spans: 8,
+                series_per_metric: 8,
+            },
+            5,
+            Sampling::ALWAYS_ON,
+        );
+        let mut drops = AgentCounters::default();
+        let p = task(1, 1);
+        let get = b"GET /a HTTP/1.1\r\n\r\n";
+        for fd in 3..6 {
+            t.on_data(&data(1, p, fd, true, SERVER, get), &mut drops);
+        }
+        assert_eq!(t.open_exchanges(), 2);
+        assert_eq!(drops.dropped(DropReason::HttpTableFull), 1);
+        // fd 3 now carries another connection: its unanswered exchange ends as broken.
+        t.on_data(&data(2, p, 3, true, (8080, 40001), get), &mut drops);
+        let broken = t.spans().pop_front().expect("the old exchange");
+        assert_eq!(
+            (broken.broken, broken.remote_port),
+            (Some(Broken::Closed), 40000)
+        );
+        t.on_data(
+            &data(3, p, 3, false, (8080, 40001), b"HTTP/1.1 200 OK\r\n\r\n"),
+            &mut drops,
+        );
+        let answered = t.spans().pop_front().expect("the new exchange");
+        assert_eq!((answered.status, answered.remote_port), (200, 40001));
+        assert_eq!(t.open_exchanges(), 1);
     }
 }

@@ -8,7 +8,7 @@ use telegen_core::record::{CloseRecord, DataRecord, IpAddr, Task};
 use telegen_core::selfmetrics::AgentCounters;
 
 fuzz_target!(|data: &[u8]| {
-    let limits = HttpLimits { connections: 3, spans: 4, series_per_metric: 4 };
+    let limits = HttpLimits { connections: 3, exchanges: 5, spans: 4, series_per_metric: 4 };
     let sampling = Sampling { parent_based: data.first().is_some_and(|b| b & 1 == 1), root: RootSampling::ratio(0.5) };
     let mut t = HttpTracker::new(limits, 1, sampling);
     let mut counters = AgentCounters::default();

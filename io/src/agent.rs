@@ -72,6 +72,7 @@ impl Agent {
         let spans_wanted = config.export_settings(Signal::Traces).is_some() || config.console;
         HttpLimits {
             connections: config.limits.http_connections,
+            exchanges: config.limits.http_exchanges,
             spans: if spans_wanted {
                 config.limits.span_queue
             } else {
