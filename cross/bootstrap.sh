@@ -84,9 +84,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "python3 -m venv $VENV"
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2, yaml, kubernetes_validate' 2>/dev/null; then
-  log "pip install opentelemetry-proto pyyaml kubernetes-validate"
-  "$VENV/bin/pip" install -q opentelemetry-proto pyyaml kubernetes-validate
+# opentelemetry-sdk: an instrumented client for the trace-context test.
+if ! "$VENV/bin/python" -c 'import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2, opentelemetry.sdk.trace, yaml, kubernetes_validate' 2>/dev/null; then
+  log "pip install opentelemetry-proto opentelemetry-sdk pyyaml kubernetes-validate"
+  "$VENV/bin/pip" install -q opentelemetry-proto opentelemetry-sdk pyyaml kubernetes-validate
 fi
 
 # --- tracefs --------------------------------------------------------------------------------

@@ -239,7 +239,7 @@ fn curl(url: &str, headers: &[&str]) {
 }
 
 /// Runs a Python script to its successful end.
-fn python(script: &str) {
+fn run_python(script: &str) {
     let ok = Command::new("python3")
         .args(["-c", script])
         .status()
@@ -297,7 +297,7 @@ c.close()
 "#,
         port = nginx.port
     );
-    python(&client);
+    run_python(&client);
     let (status, _) = terminate(&mut agent, Duration::from_secs(5));
     assert!(status.success(), "exit status {status:?}");
 
@@ -478,7 +478,7 @@ for i in range(3):
     assert urllib.request.urlopen(req).read() == b"done"
 "#
     );
-    python(&client);
+    run_python(&client);
     let (status, _) = terminate(&mut agent, Duration::from_secs(5));
     assert!(status.success());
 
@@ -549,7 +549,7 @@ c.close()
 "#,
         port = nginx.tls_port
     );
-    python(&client);
+    run_python(&client);
     let (status, _) = terminate(&mut agent, Duration::from_secs(5));
     assert!(status.success());
 
@@ -581,4 +581,61 @@ c.close()
         samples(&requests, "http.server.request.duration", port, "200"),
         4
     );
+}
+
+#[test]
+fn a_client_instrumented_with_the_opentelemetry_sdk_is_the_parent() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    let nginx = start_nginx("http-sdk");
+    let receiver = Receiver::start("http-sdk");
+    let mut agent = start_agent(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())],
+    );
+    // The OpenTelemetry Python SDK starts a CLIENT span and injects its context into the
+    // request, as an instrumented HTTP client does.
+    let script = format!(
+        r#"
+import urllib.request
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
+trace.set_tracer_provider(TracerProvider())
+tracer = trace.get_tracer("telegen-test")
+with tracer.start_as_current_span("GET /ok", kind=trace.SpanKind.CLIENT) as span:
+    headers = {{}}
+    propagate.inject(headers)
+    urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:{port}/ok", headers=headers)).read()
+    ctx = span.get_span_context()
+    print(format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"))
+"#,
+        port = nginx.port
+    );
+    let out = Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .expect("the test venv's python (cross/bootstrap.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut ids = text.split_whitespace();
+    let (trace_hex, span_hex) = (ids.next().unwrap(), ids.next().unwrap());
+    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
+    assert!(status.success());
+
+    let all = spans(&receiver.requests());
+    let port = nginx.port.to_string();
+    let server = all
+        .iter()
+        .find(|s| s.kind == "SPAN_KIND_SERVER" && s.attr("server.port") == Some(port.as_str()))
+        .expect("nginx's span");
+    assert_eq!(server.trace_id, b64(trace_hex), "the SDK's trace");
+    assert_eq!(server.parent, b64(span_hex), "the SDK's span is the parent");
+    let client = all
+        .iter()
+        .find(|s| s.kind == "SPAN_KIND_CLIENT" && s.attr("server.port") == Some(port.as_str()))
+        .expect("the client end, seen by the agent");
+    assert_eq!(client.span_id, b64(span_hex), "keeps the ids the SDK sent");
 }
