@@ -12,6 +12,9 @@ echo
 echo "## User-space pipeline (decode, track, aggregate; encode and gzip per export)"
 cargo bench -q -p telegen-export --bench pipeline 2>&1 | quiet
 echo
+echo "## Span export: telegen against the OpenTelemetry Rust SDK's OTLP exporter"
+cargo bench -q -p telegen-export --bench sdk_compare 2>&1 | quiet
+echo
 echo "## Footprint under 3000 real TCP connections"
 cargo bench -q -p telegen --bench tcp_footprint 2>&1 | quiet
 echo
