@@ -55,6 +55,7 @@ struct OtlpFile {
     client_certificate: Option<PathBuf>,
     insecure_skip_verify: Option<bool>,
     max_body_bytes: Option<usize>,
+    gzip_level: Option<u32>,
     retry_initial_ms: Option<u64>,
     retry_max_ms: Option<u64>,
 }
@@ -173,6 +174,7 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
         let d = &mut c.otlp;
         d.insecure_skip_verify = o.insecure_skip_verify.unwrap_or(d.insecure_skip_verify);
         d.max_body_bytes = o.max_body_bytes.unwrap_or(d.max_body_bytes);
+        d.gzip_level = o.gzip_level.unwrap_or(d.gzip_level);
         d.retry_initial_ms = o.retry_initial_ms.unwrap_or(d.retry_initial_ms);
         d.retry_max_ms = o.retry_max_ms.unwrap_or(d.retry_max_ms);
     }

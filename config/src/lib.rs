@@ -135,6 +135,8 @@ pub struct Otlp {
     pub insecure_skip_verify: bool,
     /// Largest request body before compression; bigger batches are split.
     pub max_body_bytes: usize,
+    /// gzip level, 1 (fastest) to 9 (smallest).
+    pub gzip_level: u32,
     /// First retry delay and the cap of the exponential backoff, in ms.
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
@@ -307,6 +309,8 @@ pub mod defaults {
     pub const RING_BUFFER_BYTES: u32 = telegen_common::DEFAULT_RING_BYTES;
     pub const EXPORT_QUEUE_BYTES: usize = 1 << 20;
     pub const MAX_BODY_BYTES: usize = 20 << 20;
+    /// The fastest: about a fifth of the CPU of level 6 for about 9 % more bytes (README).
+    pub const GZIP_LEVEL: u32 = 1;
     pub const RETRY_INITIAL_MS: u64 = 1_000;
     pub const RETRY_MAX_MS: u64 = 30_000;
     pub const SPOOL_MAX_BYTES: u64 = 64 << 20;
@@ -337,6 +341,7 @@ impl Default for Config {
                 },
                 insecure_skip_verify: false,
                 max_body_bytes: defaults::MAX_BODY_BYTES,
+                gzip_level: defaults::GZIP_LEVEL,
                 retry_initial_ms: defaults::RETRY_INITIAL_MS,
                 retry_max_ms: defaults::RETRY_MAX_MS,
             },
@@ -477,6 +482,12 @@ impl Config {
         }
         if self.otlp.max_body_bytes < 1024 {
             return Err(Error::new("otlp.max_body_bytes", "must be at least 1024"));
+        }
+        if !(1..=9).contains(&self.otlp.gzip_level) {
+            return Err(Error::new(
+                "otlp.gzip_level",
+                format!("{} is outside 1..=9", self.otlp.gzip_level),
+            ));
         }
         if self.otlp.retry_initial_ms == 0 || self.otlp.retry_max_ms < self.otlp.retry_initial_ms {
             return Err(Error::new(

@@ -350,3 +350,13 @@ fn trace_samplers_follow_the_specification() {
         assert!(r.is_err(), "{name} {arg}: {r:?}");
     }
 }
+
+#[test]
+fn gzip_level_is_checked() {
+    assert_eq!(config(&[], &[]).otlp.gzip_level, 1);
+    let f = write("gzip.toml", "[otlp]\ngzip_level = 6\n");
+    assert_eq!(config(&["-c", &f], &[]).otlp.gzip_level, 6);
+    let f = write("gzip-bad.toml", "[otlp]\ngzip_level = 12\n");
+    let e = run(&["-c", &f], &[]).unwrap_err();
+    assert!(e.to_string().contains("otlp.gzip_level"), "{e}");
+}

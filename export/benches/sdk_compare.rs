@@ -59,12 +59,11 @@ fn shape(i: usize) -> Shape {
     }
 }
 
-fn telegen(n: usize) -> (Duration, u64, u64) {
+fn telegen(n: usize, level: u32) -> (Duration, u64, u64) {
     use telegen_core::http::{Path, Span, SpanContext};
     use telegen_core::record::IpAddr;
     use telegen_core::selfmetrics::AgentCounters;
     use telegen_core::tcp::{Process, Side};
-    use telegen_export::codec::{Codec, Format, encode_fitting};
     use telegen_export::payload::Encoder;
     let resource = telegen_export::otlp::resource(&[
         ("service.name".into(), "bench".into()),
@@ -76,11 +75,8 @@ fn telegen(n: usize) -> (Duration, u64, u64) {
     };
     let mut comm = [0u8; 16];
     comm[..5].copy_from_slice(b"nginx");
-    let codec = Codec {
-        format: Format::Protobuf,
-        gzip: true,
-    };
-    let mut encoder = Encoder::default();
+    let mut writer = telegen_export::spanpb::SpanWriter::default();
+    let mut encoder = Encoder::with_level(level);
     let mut counters = AgentCounters::default();
     let (mut bytes, mut requests) = (0u64, 0u64);
     let started = Instant::now();
@@ -114,11 +110,20 @@ fn telegen(n: usize) -> (Duration, u64, u64) {
             process: Process { pid: 42, comm },
         });
         if batch.len() == BATCH || i + 1 == n {
-            let reqs = telegen_export::traces::requests(batch.drain(..), &resource, 0, BATCH);
+            // As the agent does for OTLP/protobuf: written straight from the spans.
             let mut out = Vec::new();
-            for r in reqs {
-                encode_fitting(&codec, &mut encoder, r, 20 << 20, &mut counters, &mut out);
-            }
+            telegen_export::spanpb::batches(
+                &mut writer,
+                &mut encoder,
+                true,
+                &batch,
+                &resource,
+                0,
+                (BATCH, 20 << 20),
+                &mut counters,
+                &mut out,
+            );
+            batch.clear();
             for b in out {
                 bytes += b.body.len() as u64;
                 requests += 1;
@@ -238,7 +243,11 @@ fn sdk(n: usize) -> (Duration, u64, u64) {
 fn main() {
     let n = spans_total();
     if let Ok(side) = std::env::var("TELEGEN_BENCH_SIDE") {
-        let (took, bytes, requests) = if side == "sdk" { sdk(n) } else { telegen(n) };
+        let (took, bytes, requests) = match side.as_str() {
+            "sdk" => sdk(n),
+            "telegen-6" => telegen(n, 6),
+            _ => telegen(n, 1),
+        };
         println!(
             "{} {} {} {}",
             took.as_secs_f64(),
@@ -269,25 +278,39 @@ fn main() {
         )
     };
     let t = run("telegen");
+    let t6 = run("telegen-6");
     let s = run("sdk");
     println!("{n} HTTP server spans, batches of {BATCH}, OTLP protobuf + gzip, one core");
-    println!("| measure | telegen | OpenTelemetry Rust SDK (opentelemetry-otlp) |");
-    println!("|---|---|---|");
     println!(
-        "| spans per second | {:.0} | {:.0} |",
-        n as f64 / t.0,
-        n as f64 / s.0
+        "| measure | telegen (gzip level 1, its default) | telegen (gzip level 6) | \
+         OpenTelemetry Rust SDK (opentelemetry-otlp, flate2's default level 6) |"
+    );
+    println!("|---|---|---|---|");
+    let rate = |r: &(f64, u64, u64, u64)| n as f64 / r.0;
+    let per = |r: &(f64, u64, u64, u64)| r.1 as f64 / n as f64;
+    let mib = |r: &(f64, u64, u64, u64)| r.3 as f64 / 1024.0;
+    println!(
+        "| spans per second | {:.0} | {:.0} | {:.0} |",
+        rate(&t),
+        rate(&t6),
+        rate(&s)
     );
     println!(
-        "| bytes on the wire per span | {:.1} | {:.1} |",
-        t.1 as f64 / n as f64,
-        s.1 as f64 / n as f64
+        "| bytes on the wire per span | {:.1} | {:.1} | {:.1} |",
+        per(&t),
+        per(&t6),
+        per(&s)
     );
-    println!("| requests | {} | {} |", t.2, s.2);
+    println!("| requests | {} | {} | {} |", t.2, t6.2, s.2);
     println!(
-        "| peak RSS of the process | {:.1} MiB | {:.1} MiB |",
-        t.3 as f64 / 1024.0,
-        s.3 as f64 / 1024.0
+        "| peak RSS of the process | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+        mib(&t),
+        mib(&t6),
+        mib(&s)
     );
-    println!("| speed ratio (telegen / SDK) | {:.2}x | |", s.0 / t.0);
+    println!(
+        "| speed against the SDK | {:.2}x | {:.2}x | 1x |",
+        s.0 / t.0,
+        s.0 / t6.0
+    );
 }

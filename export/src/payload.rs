@@ -5,12 +5,27 @@ use prost::Message;
 use std::io::Write;
 
 /// Encodes messages; keeps its scratch buffer between calls.
-#[derive(Default)]
 pub struct Encoder {
     proto: Vec<u8>,
+    level: u32,
+}
+
+impl Default for Encoder {
+    /// gzip level 1, the fastest.
+    fn default() -> Self {
+        Self::with_level(1)
+    }
 }
 
 impl Encoder {
+    /// An encoder that gzips at `level` (1 fastest … 9 smallest).
+    pub fn with_level(level: u32) -> Self {
+        Self {
+            proto: Vec::new(),
+            level: level.clamp(1, 9),
+        }
+    }
+
     /// Encodes `msg` into `out` (cleared first), gzipped when `gzip` is set.
     pub fn encode<M: Message>(&mut self, msg: &M, gzip: bool, out: &mut Vec<u8>) {
         out.clear();
@@ -33,7 +48,7 @@ impl Encoder {
             out.extend_from_slice(plain);
             return;
         }
-        let mut gz = GzEncoder::new(std::mem::take(out), Compression::default());
+        let mut gz = GzEncoder::new(std::mem::take(out), Compression::new(self.level));
         // Writing into a Vec cannot fail.
         let _ = gz.write_all(plain);
         *out = gz.finish().unwrap_or_default();

@@ -23,10 +23,11 @@ use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
 use telegen_core::record::{self, Record};
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
 use telegen_core::tcp::{Process, TcpLimits, TcpTracker};
-use telegen_export::codec::{OtlpRequest, encode_fitting};
+use telegen_export::codec::{Format, OtlpRequest, encode_fitting};
 use telegen_export::console::ConsoleSink;
 use telegen_export::otlp::MetricsCollector;
 use telegen_export::payload::Encoder;
+use telegen_export::spanpb::SpanWriter;
 
 /// The event ring, or the first of the per-CPU perf buffers (one token each).
 const EVENTS_BASE: Token = Token(16);
@@ -55,6 +56,7 @@ pub struct Agent {
     traces: Option<Connection>,
     resource: Resource,
     encoder: Encoder,
+    span_writer: SpanWriter,
     start_unix_ns: u64,
 }
 
@@ -160,6 +162,7 @@ impl Agent {
             kernel.attached.join(", "),
             kernel.transport()
         );
+        let encoder = Encoder::with_level(config.otlp.gzip_level);
         let http = HttpTracker::new(Self::http_limits(&config), id_seed(), sampling(&config));
         Ok(Self {
             config,
@@ -172,7 +175,8 @@ impl Agent {
             metrics,
             traces,
             resource,
-            encoder: Encoder::default(),
+            encoder,
+            span_writer: SpanWriter::default(),
             start_unix_ns: unix_ns(),
         })
     }
@@ -376,6 +380,32 @@ impl Agent {
             return;
         };
         let mut spans = spans;
+        let codec = conn.codec();
+        if codec.format == Format::Protobuf {
+            // Written straight from the spans, without building the message structs.
+            let mut batches = Vec::new();
+            telegen_export::spanpb::batches(
+                &mut self.span_writer,
+                &mut self.encoder,
+                codec.gzip,
+                spans.make_contiguous(),
+                &self.resource,
+                offset,
+                (
+                    self.config.traces.batch_size,
+                    self.config.otlp.max_body_bytes,
+                ),
+                &mut self.counters,
+                &mut batches,
+            );
+            spans.clear();
+            *self.http.spans() = spans;
+            for b in batches {
+                conn.enqueue(b, now, &mut self.counters);
+            }
+            conn.kick(&self.poll, now, &mut self.counters);
+            return;
+        }
         let reqs = telegen_export::traces::requests(
             spans.drain(..),
             &self.resource,

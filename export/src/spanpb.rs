@@ -1,0 +1,378 @@
+//! OTLP spans written as protobuf straight from the core's spans.
+//!
+//! The agent's spans are always of one shape (an HTTP exchange), so instead of building the
+//! `opentelemetry-proto` message structs (a dozen owned strings per span) and encoding them,
+//! this writes the protobuf wire format directly into reused buffers. The bytes decode to
+//! exactly the message [`crate::traces::requests`] builds (a test holds them equal), which
+//! stays the path for OTLP/JSON.
+
+use crate::otlp::SCOPE_NAME;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use telegen_core::http::Span;
+use telegen_core::record::{IpAddr, comm_str};
+use telegen_core::tcp::Side;
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A length-delimited field: tag, length, bytes.
+fn bytes_field(out: &mut Vec<u8>, field: u32, b: &[u8]) {
+    varint(out, u64::from(field << 3 | 2));
+    varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn fixed64_field(out: &mut Vec<u8>, field: u32, v: u64) {
+    varint(out, u64::from(field << 3 | 1));
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
+    varint(out, u64::from(field << 3));
+    varint(out, v);
+}
+
+/// A `KeyValue` with a string value, as field `field` of the enclosing message.
+fn kv_str(out: &mut Vec<u8>, field: u32, key: &str, value: &str) {
+    // AnyValue{string_value = 1} inside KeyValue{key = 1, value = 2}.
+    let any = 1 + varint_len(value.len() as u64) + value.len();
+    let kv = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
+    varint(out, u64::from(field << 3 | 2));
+    varint(out, kv as u64);
+    bytes_field(out, 1, key.as_bytes());
+    varint(out, 2 << 3 | 2);
+    varint(out, any as u64);
+    bytes_field(out, 1, value.as_bytes());
+}
+
+/// A `KeyValue` with an integer value.
+fn kv_int(out: &mut Vec<u8>, field: u32, key: &str, value: i64) {
+    // AnyValue{int_value = 3}.
+    let any = 1 + varint_len(value as u64);
+    let kv = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
+    varint(out, u64::from(field << 3 | 2));
+    varint(out, kv as u64);
+    bytes_field(out, 1, key.as_bytes());
+    varint(out, 2 << 3 | 2);
+    varint(out, any as u64);
+    varint_field(out, 3, value as u64);
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn addr(a: IpAddr) -> heapless::String<48> {
+    let mut s = heapless::String::new();
+    // An IPv6 address is at most 45 characters.
+    let _ = core::fmt::write(&mut s, format_args!("{a}"));
+    s
+}
+
+/// Writes `ExportTraceServiceRequest` bodies; keeps its scratch buffers between calls.
+#[derive(Default)]
+pub struct SpanWriter {
+    span: Vec<u8>,
+    scope: Vec<u8>,
+    group: Vec<u8>,
+    resource: Vec<u8>,
+    pids: Vec<u32>,
+}
+
+impl SpanWriter {
+    /// Writes `spans` as one request into `out` (cleared first): one `ResourceSpans` per
+    /// process, in the order processes first appear, each with the agent's `resource` plus
+    /// `process.pid` and `process.executable.name`. `unix_offset_ns` turns the kernel's
+    /// monotonic times into Unix times.
+    pub fn write(
+        &mut self,
+        spans: &[Span],
+        resource: &Resource,
+        unix_offset_ns: u64,
+        out: &mut Vec<u8>,
+    ) {
+        out.clear();
+        self.pids.clear();
+        for s in spans {
+            if !self.pids.contains(&s.process.pid) {
+                self.pids.push(s.process.pid);
+            }
+        }
+        let pids = std::mem::take(&mut self.pids);
+        for &pid in &pids {
+            let Some(first) = spans.iter().find(|s| s.process.pid == pid) else {
+                continue;
+            };
+            // Resource: the agent's attributes, then this process's (repeated fields of a
+            // message concatenate).
+            self.resource.clear();
+            let _ = resource.encode(&mut self.resource);
+            kv_int(&mut self.resource, 1, "process.pid", i64::from(pid));
+            kv_str(
+                &mut self.resource,
+                1,
+                "process.executable.name",
+                comm_str(&first.process.comm),
+            );
+            // ScopeSpans: the scope, then the spans.
+            self.scope.clear();
+            let mut scope = Vec::with_capacity(32);
+            bytes_field(&mut scope, 1, SCOPE_NAME.as_bytes());
+            bytes_field(&mut scope, 2, env!("CARGO_PKG_VERSION").as_bytes());
+            bytes_field(&mut self.scope, 1, &scope);
+            for s in spans.iter().filter(|s| s.process.pid == pid) {
+                self.span.clear();
+                write_span(&mut self.span, s, unix_offset_ns);
+                bytes_field(&mut self.scope, 2, &self.span);
+            }
+            self.group.clear();
+            bytes_field(&mut self.group, 1, &self.resource);
+            bytes_field(&mut self.group, 2, &self.scope);
+            bytes_field(out, 1, &self.group);
+        }
+        self.pids = pids;
+    }
+}
+
+/// Protobuf bodies for `spans`: at most `batch_size` spans a request, a request's plain
+/// bytes at most `max_body` (halved until it fits; a single span larger is dropped and
+/// counted as `export_too_large`), gzipped when `gzip`.
+#[allow(clippy::too_many_arguments)]
+pub fn batches(
+    writer: &mut SpanWriter,
+    encoder: &mut crate::payload::Encoder,
+    gzip: bool,
+    spans: &[Span],
+    resource: &Resource,
+    unix_offset_ns: u64,
+    (batch_size, max_body): (usize, usize),
+    drops: &mut telegen_core::selfmetrics::AgentCounters,
+    out: &mut Vec<crate::client::Batch>,
+) {
+    let mut plain = Vec::new();
+    let mut todo: Vec<&[Span]> = spans.chunks(batch_size.max(1)).rev().collect();
+    while let Some(chunk) = todo.pop() {
+        writer.write(chunk, resource, unix_offset_ns, &mut plain);
+        if plain.len() > max_body {
+            if chunk.len() == 1 {
+                drops.drop(telegen_core::selfmetrics::DropReason::ExportTooLarge, 1);
+            } else {
+                let (a, b) = chunk.split_at(chunk.len() / 2);
+                todo.push(b);
+                todo.push(a);
+            }
+            continue;
+        }
+        let mut body = Vec::new();
+        encoder.compress(&plain, gzip, &mut body);
+        out.push(crate::client::Batch::new(body, chunk.len() as u64));
+    }
+}
+
+fn write_span(out: &mut Vec<u8>, s: &Span, unix_offset_ns: u64) {
+    bytes_field(out, 1, &s.context.trace_id);
+    bytes_field(out, 2, &s.context.span_id);
+    if s.parent_span_id != [0; 8] {
+        bytes_field(out, 4, &s.parent_span_id);
+    }
+    let mut name = heapless::String::new();
+    s.name(&mut name);
+    bytes_field(out, 5, name.as_bytes());
+    let kind = match s.side {
+        Side::Server => 2,
+        Side::Client => 3,
+    };
+    varint_field(out, 6, kind);
+    fixed64_field(out, 7, s.start_ns.saturating_add(unix_offset_ns));
+    fixed64_field(out, 8, s.end_ns.saturating_add(unix_offset_ns));
+    let (server, server_port) = s.server();
+    let (client, client_port) = s.client();
+    let version = if s.minor_version == 0 { "1.0" } else { "1.1" };
+    kv_str(out, 9, "http.request.method", &s.method);
+    kv_str(out, 9, "url.path", &s.path);
+    kv_str(out, 9, "url.scheme", s.scheme());
+    kv_str(out, 9, "network.protocol.version", version);
+    kv_str(out, 9, "server.address", &addr(server));
+    kv_int(out, 9, "server.port", i64::from(server_port));
+    kv_str(out, 9, "client.address", &addr(client));
+    kv_int(out, 9, "client.port", i64::from(client_port));
+    if s.status != 0 {
+        kv_int(out, 9, "http.response.status_code", i64::from(s.status));
+    }
+    let mut error = heapless::String::new();
+    if s.error_type(&mut error) {
+        kv_str(out, 9, "error.type", &error);
+        // Status{code = 3: STATUS_CODE_ERROR (2)}.
+        bytes_field(out, 15, &[3 << 3, 2]);
+    }
+    // flags (fixed32, field 16; fields go in tag order, as prost writes them): the W3C
+    // flags, and "the parent's remoteness is known".
+    varint(out, 16 << 3 | 5);
+    out.extend_from_slice(&(0x100 | u32::from(s.context.sampled)).to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::kv_str as prost_kv;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use telegen_core::http::{Broken, Path, SpanContext};
+    use telegen_core::tcp::Process;
+
+    fn span(pid: u32, side: Side, status: u16, parent: bool, v6: bool) -> Span {
+        let mut path = Path::new();
+        path.push_str("/users/42").unwrap();
+        let mut method = heapless::String::new();
+        method.push_str("POST").unwrap();
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        let mut a = IpAddr {
+            v6,
+            bytes: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        if v6 {
+            a.bytes = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        }
+        Span {
+            side,
+            context: SpanContext {
+                trace_id: [pid as u8; 16],
+                span_id: [status as u8; 8],
+                sampled: status != 201,
+            },
+            parent_span_id: if parent { [9; 8] } else { [0; 8] },
+            start_ns: 1_000 + u64::from(status),
+            end_ns: 90_000,
+            method,
+            path,
+            status,
+            minor_version: (status % 2) as u8,
+            broken: (status == 0).then_some(Broken::Closed),
+            tls: status == 404,
+            local: a,
+            local_port: 8443,
+            remote: a,
+            remote_port: 51234,
+            process: Process { pid, comm },
+        }
+    }
+
+    #[test]
+    fn decodes_to_the_message_the_struct_path_builds() {
+        let spans = vec![
+            span(7, Side::Server, 200, true, false),
+            span(8, Side::Client, 503, false, true),
+            span(7, Side::Client, 404, false, false),
+            span(7, Side::Server, 0, true, false),
+            span(9, Side::Server, 201, false, false),
+        ];
+        let mut resource = Resource::default();
+        resource.attributes.push(prost_kv("service.name", "edge"));
+        resource.attributes.push(prost_kv("host.name", "node-1"));
+        let offset = 1_700_000_000_000_000_000;
+        let mut out = Vec::new();
+        let mut w = SpanWriter::default();
+        w.write(&spans, &resource, offset, &mut out);
+        let direct = ExportTraceServiceRequest::decode(&out[..]).expect("valid protobuf");
+        let built = crate::traces::requests(spans.clone(), &resource, offset, 100);
+        assert_eq!(built.len(), 1);
+        assert_eq!(direct, built[0]);
+        assert_eq!(out, built[0].encode_to_vec(), "even byte for byte");
+        // The buffers are reused: a second, smaller write is not polluted by the first.
+        w.write(&spans[..1], &resource, offset, &mut out);
+        let again = ExportTraceServiceRequest::decode(&out[..]).unwrap();
+        assert_eq!(
+            again,
+            crate::traces::requests(spans[..1].to_vec(), &resource, offset, 9)[0]
+        );
+    }
+
+    #[test]
+    fn batches_split_to_fit_and_count_what_cannot() {
+        let spans: Vec<Span> = (0..10)
+            .map(|i| span(7 + i % 2, Side::Server, 200, true, false))
+            .collect();
+        let resource = Resource::default();
+        let (mut w, mut e) = (SpanWriter::default(), crate::payload::Encoder::default());
+        let mut drops = telegen_core::selfmetrics::AgentCounters::default();
+        let mut out = Vec::new();
+        batches(
+            &mut w,
+            &mut e,
+            false,
+            &spans,
+            &resource,
+            0,
+            (4, 1 << 20),
+            &mut drops,
+            &mut out,
+        );
+        let items: Vec<u64> = out.iter().map(|b| b.items).collect();
+        assert_eq!(items, [4, 4, 2]);
+        // A cap that holds about two spans: every batch is halved until it fits.
+        let one = {
+            let mut b = Vec::new();
+            w.write(&spans[..1], &resource, 0, &mut b);
+            b.len()
+        };
+        out.clear();
+        batches(
+            &mut w,
+            &mut e,
+            true,
+            &spans,
+            &resource,
+            0,
+            (4, one * 2 + 10),
+            &mut drops,
+            &mut out,
+        );
+        assert_eq!(out.iter().map(|b| b.items).sum::<u64>(), 10);
+        assert!(out.iter().all(|b| b.items <= 2));
+        let mut total = 0;
+        for b in &out {
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&b.body[..]), &mut plain)
+                .unwrap();
+            total += ExportTraceServiceRequest::decode(&plain[..])
+                .unwrap()
+                .resource_spans
+                .iter()
+                .map(|r| r.scope_spans[0].spans.len())
+                .sum::<usize>();
+        }
+        assert_eq!(total, 10);
+        out.clear();
+        batches(
+            &mut w,
+            &mut e,
+            true,
+            &spans,
+            &resource,
+            0,
+            (4, 10),
+            &mut drops,
+            &mut out,
+        );
+        assert!(out.is_empty());
+        assert_eq!(
+            drops.dropped(telegen_core::selfmetrics::DropReason::ExportTooLarge),
+            10
+        );
+    }
+
+    #[test]
+    fn varint_lengths() {
+        for v in [0u64, 1, 127, 128, 16383, 16384, u64::MAX] {
+            let mut b = Vec::new();
+            varint(&mut b, v);
+            assert_eq!(b.len(), varint_len(v), "{v}");
+        }
+    }
+}
