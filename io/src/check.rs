@@ -202,8 +202,9 @@ pub fn run(config: &Config) -> i32 {
         std::mem::size_of::<telegen_common::DataEvent>(),
     );
     println!(
-        "  record sizes: TCP {tcp} bytes, HTTP data {data} bytes; the ring holds about {} TCP \
-         or {} HTTP data records",
+        "  record sizes: TCP {tcp} bytes, HTTP data {} to {data} bytes; the ring holds about {} \
+         TCP records, or at least {} HTTP data records",
+        data - telegen_common::DATA_CAP,
         ring / (tcp + 8),
         ring / (data + 8)
     );
