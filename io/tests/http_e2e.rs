@@ -252,11 +252,22 @@ const CALLER: &str = "b7ad6b7169203331";
 
 #[test]
 fn nginx_curl_and_a_keep_alive_client_become_spans_and_metrics() {
+    nginx_curl_and_a_keep_alive_client_through("ring");
+}
+
+/// The same through per-CPU perf buffers (kernels before 5.8; forced here): records of
+/// every length, merged in time order.
+#[test]
+fn nginx_curl_and_a_keep_alive_client_through_perf_buffers() {
+    nginx_curl_and_a_keep_alive_client_through("perf");
+}
+
+fn nginx_curl_and_a_keep_alive_client_through(transport: &str) {
     assert!(is_root(), "this test loads eBPF programs: run it as root");
-    let nginx = start_nginx("http-nginx");
-    let receiver = Receiver::start("http-nginx");
+    let nginx = start_nginx(&format!("http-nginx-{transport}"));
+    let receiver = Receiver::start(&format!("http-nginx-{transport}"));
     let mut agent = start_agent(
-        &[],
+        &["--transport", transport],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
             ("OTEL_SERVICE_NAME", "http-test"),
