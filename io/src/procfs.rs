@@ -93,10 +93,25 @@ pub fn listening_owners() -> Vec<ListenOwner> {
 
 /// `PRETTY_NAME` from os-release text.
 pub fn os_pretty_name(os_release: &str) -> Option<String> {
+    os_release_field(os_release, "PRETTY_NAME")
+}
+
+/// One `KEY=value` of os-release text (quotes removed); `None` when absent or empty.
+pub fn os_release_field(os_release: &str, key: &str) -> Option<String> {
     os_release.lines().find_map(|l| {
-        let v = l.strip_prefix("PRETTY_NAME=")?;
-        Some(v.trim().trim_matches('"').to_string())
+        let v = l.strip_prefix(key)?.strip_prefix('=')?;
+        let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
+        (!v.is_empty()).then(|| v.to_string())
     })
+}
+
+/// The machine id (systemd's `/etc/machine-id`, or D-Bus's), for `host.id`.
+pub fn machine_id() -> Option<String> {
+    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The semantic-conventions value of `host.arch` for the build target.
@@ -217,6 +232,25 @@ mod tests {
                 port: 8080,
                 inode: 4242
             }]
+        );
+    }
+
+    #[test]
+    fn reads_os_release_fields() {
+        let t = "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.20.1\nEMPTY=\"\"\nNAME_X=no\n";
+        assert_eq!(os_release_field(t, "NAME").as_deref(), Some("Alpine Linux"));
+        assert_eq!(os_release_field(t, "VERSION_ID").as_deref(), Some("3.20.1"));
+        assert_eq!(os_release_field(t, "EMPTY"), None);
+        assert_eq!(os_release_field(t, "VERSION"), None);
+        let here = std::fs::read_to_string("/etc/os-release").unwrap();
+        assert!(
+            os_release_field(&here, "NAME").is_some(),
+            "this machine's os-release"
+        );
+        assert_eq!(
+            machine_id().map(|m| m.len()),
+            Some(32),
+            "this machine's machine-id"
         );
     }
 

@@ -9,13 +9,13 @@ use telegen_export::otlp;
 /// override them), then `service.name` from `OTEL_SERVICE_NAME`/config, which wins.
 pub fn build(config: &Config) -> Resource {
     let (node, release) = procfs::uname();
-    let os_description = std::fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|t| procfs::os_pretty_name(&t))
-        .map_or_else(
-            || format!("Linux {release}"),
-            |p| format!("{p} (Linux {release})"),
-        );
+    let os_release = std::fs::read_to_string("/etc/os-release")
+        .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
+        .unwrap_or_default();
+    let os_description = procfs::os_pretty_name(&os_release).map_or_else(
+        || format!("Linux {release}"),
+        |p| format!("{p} (Linux {release})"),
+    );
     let version = env!("CARGO_PKG_VERSION");
     let mut attrs: Vec<(String, String)> = vec![
         ("service.name".into(), "telegen".into()),
@@ -24,10 +24,20 @@ pub fn build(config: &Config) -> Resource {
         ("host.arch".into(), procfs::host_arch().into()),
         ("os.type".into(), "linux".into()),
         ("os.description".into(), os_description),
+        (
+            "os.version".into(),
+            procfs::os_release_field(&os_release, "VERSION_ID").unwrap_or(release.clone()),
+        ),
         ("telemetry.sdk.name".into(), "telegen".into()),
         ("telemetry.sdk.language".into(), "rust".into()),
         ("telemetry.sdk.version".into(), version.into()),
     ];
+    if let Some(name) = procfs::os_release_field(&os_release, "NAME") {
+        attrs.push(("os.name".into(), name));
+    }
+    if let Some(id) = procfs::machine_id() {
+        attrs.push(("host.id".into(), id));
+    }
     let mut set = |k: &str, v: &str| match attrs.iter_mut().find(|(key, _)| key == k) {
         Some(slot) => slot.1 = v.to_string(),
         None => attrs.push((k.to_string(), v.to_string())),

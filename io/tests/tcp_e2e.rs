@@ -122,6 +122,16 @@ fn tcp_connections_reach_an_otlp_backend_through(transport: &str) {
     assert!(attr(res, "host.name").is_some_and(|h| !h.is_empty()));
     assert!(attr(res, "host.arch").is_some());
     assert!(attr(res, "os.description").is_some_and(|d| d.contains("Linux")));
+    assert!(attr(res, "os.name").is_some_and(|n| !n.is_empty()));
+    let os_release = std::fs::read_to_string("/etc/os-release").unwrap();
+    let version_id = os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_ID="))
+        .map(|v| v.trim_matches('"'))
+        .unwrap();
+    assert_eq!(attr(res, "os.version"), Some(version_id));
+    let machine = std::fs::read_to_string("/etc/machine-id").unwrap();
+    assert_eq!(attr(res, "host.id"), Some(machine.trim()));
 
     let dropped = points(&requests, "telegen.agent.dropped");
     for reason in [
