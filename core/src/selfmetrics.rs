@@ -27,6 +27,8 @@ pub enum DropReason {
     KernelRingFull,
     /// The kernel could not read a tracepoint field.
     KernelReadFailed,
+    /// The kernel's table of read/write calls in flight was full: a call was not followed.
+    KernelPendingFull,
     /// A record from the ring failed validation.
     DecodeError,
     /// The connection table was full when a connection opened.
@@ -56,9 +58,10 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::KernelRingFull,
         Self::KernelReadFailed,
+        Self::KernelPendingFull,
         Self::DecodeError,
         Self::ConnTableFull,
         Self::ListenerTableFull,
@@ -78,6 +81,7 @@ impl DropReason {
         match self {
             Self::KernelRingFull => KernelDrop::RingFull.reason(),
             Self::KernelReadFailed => KernelDrop::ReadFailed.reason(),
+            Self::KernelPendingFull => KernelDrop::PendingFull.reason(),
             Self::DecodeError => "decode_error",
             Self::ConnTableFull => "conn_table_full",
             Self::ListenerTableFull => "listener_table_full",
@@ -98,6 +102,7 @@ impl DropReason {
         match k {
             KernelDrop::RingFull => Self::KernelRingFull,
             KernelDrop::ReadFailed => Self::KernelReadFailed,
+            KernelDrop::PendingFull => Self::KernelPendingFull,
         }
     }
 }

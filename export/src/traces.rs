@@ -89,15 +89,11 @@ pub fn requests(
     let mut out = Vec::new();
     let mut current = ExportTraceServiceRequest::default();
     let mut in_current = 0;
+    // The process of each `ResourceSpans` of the current request, by index.
+    let mut pids: Vec<u32> = Vec::new();
     for s in spans {
         let pid = s.process.pid;
-        let i = match current.resource_spans.iter().position(|r| {
-            r.resource.as_ref().is_some_and(|res| {
-                res.attributes
-                    .iter()
-                    .any(|kv| kv.key == "process.pid" && *kv == kv_int("process.pid", pid.into()))
-            })
-        }) {
+        let i = match pids.iter().position(|p| *p == pid) {
             Some(i) => i,
             None => {
                 let mut res = resource.clone();
@@ -116,7 +112,8 @@ pub fn requests(
                     }],
                     ..Default::default()
                 });
-                current.resource_spans.len() - 1
+                pids.push(pid);
+                pids.len() - 1
             }
         };
         current.resource_spans[i].scope_spans[0]
@@ -125,6 +122,7 @@ pub fn requests(
         in_current += 1;
         if in_current == batch_size {
             out.push(std::mem::take(&mut current));
+            pids.clear();
             in_current = 0;
         }
     }

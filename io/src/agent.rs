@@ -23,6 +23,7 @@ use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
 use telegen_core::record::{self, Record};
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
 use telegen_core::tcp::{Process, TcpLimits, TcpTracker};
+use telegen_export::client::Batch;
 use telegen_export::codec::{Format, OtlpRequest, encode_fitting};
 use telegen_export::console::ConsoleSink;
 use telegen_export::otlp::MetricsCollector;
@@ -244,13 +245,7 @@ impl Agent {
             let now = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
-                    t if t.0 >= EVENTS_BASE.0 => {
-                        self.drain(false);
-                        // A full batch goes at once, as the OTel batch span processor does.
-                        if self.http.spans().len() >= self.config.traces.batch_size {
-                            self.export_spans(now);
-                        }
-                    }
+                    t if t.0 >= EVENTS_BASE.0 => self.drain(false),
                     SIGNALS => {
                         for r in self.signals.drain() {
                             match r {
@@ -314,6 +309,7 @@ impl Agent {
                 self.drain(false);
                 next_drain = now + DRAIN_INTERVAL;
             }
+            // A full batch goes at once, as the OTel batch span processor does.
             if now >= next_spans || self.http.spans().len() >= self.config.traces.batch_size {
                 self.export_spans(now);
                 next_spans = now + span_interval;
@@ -372,55 +368,44 @@ impl Agent {
             }
             let _ = out.flush();
         }
-        let spans = std::mem::take(self.http.spans());
         let Some(conn) = self.traces.as_mut() else {
-            // Console only: the queue keeps its preallocated room.
-            *self.http.spans() = spans;
+            // Console only.
             self.http.spans().clear();
             return;
         };
-        let mut spans = spans;
-        let codec = conn.codec();
-        if codec.format == Format::Protobuf {
-            // Written straight from the spans, without building the message structs.
-            let mut batches = Vec::new();
-            telegen_export::spanpb::batches(
-                &mut self.span_writer,
-                &mut self.encoder,
-                codec.gzip,
-                spans.make_contiguous(),
-                &self.resource,
-                offset,
-                (
-                    self.config.traces.batch_size,
-                    self.config.otlp.max_body_bytes,
-                ),
-                &mut self.counters,
-                &mut batches,
-            );
-            spans.clear();
-            *self.http.spans() = spans;
-            for b in batches {
-                conn.enqueue(b, now, &mut self.counters);
-            }
-            conn.kick(&self.poll, now, &mut self.counters);
-            return;
-        }
-        let reqs = telegen_export::traces::requests(
-            spans.drain(..),
-            &self.resource,
-            offset,
-            self.config.traces.batch_size,
-        );
-        // Give the queue its room back.
-        *self.http.spans() = spans;
         let out = Out {
             encoder: &mut self.encoder,
             max: self.config.otlp.max_body_bytes,
             poll: &self.poll,
             now,
         };
-        out.send(conn, reqs, &mut self.counters);
+        let spans = self.http.spans();
+        if conn.codec().format == Format::Protobuf {
+            // Written straight from the spans, without building the message structs.
+            let mut batches = Vec::new();
+            telegen_export::spanpb::batches(
+                &mut self.span_writer,
+                out.encoder,
+                conn.codec().gzip,
+                spans.make_contiguous(),
+                &self.resource,
+                offset,
+                (self.config.traces.batch_size, out.max),
+                &mut self.counters,
+                &mut batches,
+            );
+            spans.clear();
+            out.queue(conn, batches, &mut self.counters);
+        } else {
+            // The queue keeps its preallocated room: drained, not replaced.
+            let reqs = telegen_export::traces::requests(
+                spans.drain(..),
+                &self.resource,
+                offset,
+                self.config.traces.batch_size,
+            );
+            out.send(conn, reqs, &mut self.counters);
+        }
     }
 
     fn collect_metrics(&mut self, now: Instant) {
@@ -482,6 +467,11 @@ impl Out<'_> {
         for req in reqs {
             encode_fitting(&codec, self.encoder, req, self.max, counters, &mut batches);
         }
+        self.queue(conn, batches, counters);
+    }
+
+    /// Queues encoded `batches` on `conn` and starts sending.
+    fn queue(self, conn: &mut Connection, batches: Vec<Batch>, counters: &mut AgentCounters) {
         for b in batches {
             conn.enqueue(b, self.now, counters);
         }

@@ -236,9 +236,7 @@ fn check_tracepoints(r: &mut Report, tracing: &Path) {
         }
     }
     // Request tracing: the socket a read or write went through (Linux 6.4+).
-    let present = ["sock_send_length", "sock_recv_length"]
-        .iter()
-        .all(|n| tracing.join("events/sock").join(n).join("format").exists());
+    let present = tracefs::sockets_named(tracing);
     let syscalls = tracing.join("events/syscalls/sys_enter_writev").exists();
     match (present, syscalls) {
         (true, true) => r.ok(

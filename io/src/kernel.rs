@@ -366,9 +366,7 @@ impl Kernel {
         }
         // Request tracing needs the tracepoints that name a call's socket (Linux 6.4+):
         // without them the syscall programs would cost every read and write for nothing.
-        let sockets_named = ["sock_send_length", "sock_recv_length"]
-            .iter()
-            .all(|n| tracing.join("events/sock").join(n).join("id").exists());
+        let sockets_named = tracefs::sockets_named(&tracing);
         if capture && !sockets_named {
             log::warn!(
                 "no request tracing: it needs the tracepoints sock:sock_send_length and \

@@ -41,6 +41,14 @@ pub fn ensure_mounted() -> Result<PathBuf, String> {
     find().ok_or_else(|| format!("mounted tracefs at {TRACEFS} but it has no events/"))
 }
 
+/// Whether this kernel has `sock:sock_send_length` and `sock:sock_recv_length` (Linux 6.4+),
+/// which name the socket a read or write goes through: request tracing needs both.
+pub fn sockets_named(tracing: &Path) -> bool {
+    ["sock_send_length", "sock_recv_length"]
+        .iter()
+        .all(|n| tracing.join("events/sock").join(n).join("id").exists())
+}
+
 /// The `format` text of a tracepoint.
 pub fn read_format(tracing: &Path, group: &str, name: &str) -> std::io::Result<String> {
     std::fs::read_to_string(tracing.join("events").join(group).join(name).join("format"))

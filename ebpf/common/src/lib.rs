@@ -294,20 +294,25 @@ pub enum KernelDrop {
     RingFull = 0,
     /// A tracepoint field could not be read.
     ReadFailed = 1,
+    /// A read or write could not be followed from its syscall's entry to its exit: the
+    /// table of calls in flight was full (its bytes are not captured).
+    PendingFull = 2,
 }
 
 /// Number of [`KernelDrop`] reasons, the length of [`KERNEL_DROPS_MAP`].
-pub const KERNEL_DROP_REASONS: u32 = 2;
+pub const KERNEL_DROP_REASONS: u32 = 3;
 
 impl KernelDrop {
     /// Every reason, in index order.
-    pub const ALL: [Self; KERNEL_DROP_REASONS as usize] = [Self::RingFull, Self::ReadFailed];
+    pub const ALL: [Self; KERNEL_DROP_REASONS as usize] =
+        [Self::RingFull, Self::ReadFailed, Self::PendingFull];
 
     /// The `reason` attribute value of `telegen.agent.dropped`.
     pub const fn reason(self) -> &'static str {
         match self {
             Self::RingFull => "kernel_ring_full",
             Self::ReadFailed => "kernel_read_failed",
+            Self::PendingFull => "kernel_pending_full",
         }
     }
 }

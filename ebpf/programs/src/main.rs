@@ -419,8 +419,8 @@ fn enter(ctx: &TracePointContext, how: u32, dir: u32) -> u32 {
         flags: 0,
         _pad: 0,
     };
-    let _ = PENDING.insert(&bpf_get_current_pid_tgid(), &pending, 0);
-    0
+    let followed = PENDING.insert(&bpf_get_current_pid_tgid(), &pending, 0);
+    finish(followed.map_err(|_| KernelDrop::PendingFull))
 }
 
 /// `sock:sock_{send,recv}_length`: the pending call of this thread goes through a socket.
@@ -507,8 +507,8 @@ fn ssl_enter(ctx: &ProbeContext, dir: u32, ex: bool) -> u32 {
         ssl,
         count_ptr,
     };
-    let _ = TLS_PENDING.insert(&bpf_get_current_pid_tgid(), &t, 0);
-    0
+    let followed = TLS_PENDING.insert(&bpf_get_current_pid_tgid(), &t, 0);
+    finish(followed.map_err(|_| KernelDrop::PendingFull))
 }
 
 #[inline(always)]

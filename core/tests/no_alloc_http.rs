@@ -1,0 +1,118 @@
+//! The HTTP per-event path allocates nothing once the tracker is built: requests with and
+//! without trace context, pipelined and interim answers, closes with exchanges open, a full
+//! span queue, sampling, and the perf-buffer merge, all under a counting global allocator
+//! (its own test binary, so that no other test's allocations are counted).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
+use telegen_core::record::{CloseRecord, DataRecord, IpAddr, Task};
+use telegen_core::reorder::Reorder;
+use telegen_core::selfmetrics::{AgentCounters, DropReason};
+
+struct Counting;
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn data<'a>(ts: u64, tid: u32, fd: u32, ingress: bool, d: &'a [u8]) -> DataRecord<'a> {
+    DataRecord {
+        ts_ns: ts,
+        task: Task {
+            tgid: 10,
+            tid,
+            comm: *b"server\0\0\0\0\0\0\0\0\0\0",
+        },
+        fd,
+        ingress,
+        len: d.len() as u32,
+        sock: u64::from(fd),
+        local: IpAddr::default(),
+        remote: IpAddr::default(),
+        local_port: 8080,
+        remote_port: 40_000 + fd as u16,
+        tls: fd.is_multiple_of(2),
+        data: d,
+    }
+}
+
+#[test]
+fn http_exchanges_and_the_perf_merge_allocate_nothing() {
+    let mut t = HttpTracker::new(
+        HttpLimits {
+            connections: 32,
+            exchanges: 64,
+            spans: 16,
+            series_per_metric: 16,
+        },
+        1,
+        Sampling {
+            parent_based: true,
+            root: RootSampling::ratio(0.5),
+        },
+    );
+    let mut counters = AgentCounters::default();
+    let mut staged = Reorder::with_capacity(64 * 1024, 1024);
+    let traced = b"GET /users/42?x=1 HTTP/1.1\r\nHost: a\r\n\
+traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
+    let plain = b"POST /orders HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
+    let call = b"GET /backend/7 HTTP/1.1\r\n\r\n";
+    let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let fail = b"HTTP/1.1 503 Busy\r\n\r\n";
+    let mut record = [0u8; 64];
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for i in 0..5_000u64 {
+        let fd = (i % 20) as u32;
+        let tid = 100 + (i % 3) as u32;
+        let ts = i * 1_000;
+        t.on_data(&data(ts, tid, fd, true, traced), &mut counters);
+        t.on_data(&data(ts + 1, tid, fd, true, plain), &mut counters);
+        t.on_data(&data(ts + 2, tid, 100 + fd, false, call), &mut counters);
+        t.on_data(&data(ts + 3, tid, 100 + fd, true, ok), &mut counters);
+        t.on_data(&data(ts + 4, tid, fd, false, interim), &mut counters);
+        t.on_data(&data(ts + 5, tid, fd, false, ok), &mut counters);
+        t.on_data(&data(ts + 6, tid, fd, false, fail), &mut counters);
+        if i.is_multiple_of(7) {
+            t.on_data(&data(ts + 7, tid, fd, true, plain), &mut counters);
+            t.on_close(
+                &CloseRecord {
+                    ts_ns: ts + 8,
+                    task: Task::default(),
+                    fd,
+                },
+                &mut counters,
+            );
+        }
+        // Records of two CPUs, merged in time order.
+        record[16..24].copy_from_slice(&(ts + 9).to_ne_bytes());
+        staged.push(&record).unwrap();
+        record[16..24].copy_from_slice(&(ts + 3).to_ne_bytes());
+        staged.push(&record).unwrap();
+        staged.release(ts + 5, |r| assert_eq!(r.len(), 64));
+    }
+    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    assert_eq!(after - before, 0, "allocator calls on the per-event path");
+    // The run did what it claims: spans were made and the bounded queue overflowed.
+    assert_eq!(t.spans().len(), 16);
+    assert!(counters.dropped(DropReason::SpanQueueFull) > 0);
+}
