@@ -342,6 +342,7 @@ impl Kernel {
         let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| format!("loading the eBPF object: {e}"))?;
+        let events = open_events(&mut ebpf, perf, ring_bytes)?;
         let mut attached = Vec::new();
         for (tp, _) in &offsets {
             let (group, name) = tp.event();
@@ -391,32 +392,6 @@ impl Kernel {
                 );
             }
         }
-        let events = if perf {
-            let map = ebpf
-                .take_map(EVENTS_PERF_MAP)
-                .ok_or("map EVENTS_PERF missing from the object")?;
-            let mut array =
-                PerfEventArray::try_from(map).map_err(|e| format!("perf buffers: {e}"))?;
-            let cpus = aya::util::online_cpus().map_err(|(what, e)| format!("{what}: {e}"))?;
-            // SAFETY: sysconf has no preconditions.
-            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-            let pages = perf_pages(ring_bytes as usize, page, cpus.len());
-            let mut bufs = Vec::with_capacity(cpus.len());
-            let staged = staging(pages * page * cpus.len());
-            for cpu in cpus {
-                bufs.push(
-                    array
-                        .open(cpu, Some(pages))
-                        .map_err(|e| format!("perf buffer of CPU {cpu}: {e}"))?,
-                );
-            }
-            Events::Perf(bufs, staged)
-        } else {
-            let ring = ebpf
-                .take_map(EVENTS_MAP)
-                .ok_or("map EVENTS missing from the object")?;
-            Events::Ring(RingBuf::try_from(ring).map_err(|e| format!("ring buffer: {e}"))?)
-        };
         let drops = ebpf
             .take_map(KERNEL_DROPS_MAP)
             .ok_or("map KERNEL_DROPS missing from the object")?;
@@ -505,6 +480,37 @@ impl Drop for DropCounters {
         // SAFETY: the mapping made in `map`, unmapped once.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
+}
+
+/// Opens the transport's buffers. For perf buffers this must come before any program is
+/// attached: until a CPU's buffer is in the map, a record from that CPU fails (-ENOENT)
+/// and would be counted as a full buffer.
+fn open_events(ebpf: &mut Ebpf, perf: bool, ring_bytes: u32) -> Result<Events, String> {
+    Ok(if perf {
+        let map = ebpf
+            .take_map(EVENTS_PERF_MAP)
+            .ok_or("map EVENTS_PERF missing from the object")?;
+        let mut array = PerfEventArray::try_from(map).map_err(|e| format!("perf buffers: {e}"))?;
+        let cpus = aya::util::online_cpus().map_err(|(what, e)| format!("{what}: {e}"))?;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let pages = perf_pages(ring_bytes as usize, page, cpus.len());
+        let mut bufs = Vec::with_capacity(cpus.len());
+        let staged = staging(pages * page * cpus.len());
+        for cpu in cpus {
+            bufs.push(
+                array
+                    .open(cpu, Some(pages))
+                    .map_err(|e| format!("perf buffer of CPU {cpu}: {e}"))?,
+            );
+        }
+        Events::Perf(bufs, staged)
+    } else {
+        let ring = ebpf
+            .take_map(EVENTS_MAP)
+            .ok_or("map EVENTS missing from the object")?;
+        Events::Ring(RingBuf::try_from(ring).map_err(|e| format!("ring buffer: {e}"))?)
+    })
 }
 
 #[cfg(test)]
