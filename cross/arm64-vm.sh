@@ -48,7 +48,7 @@ echo "== check"
 run() {
   transport=$1; port=$2
   echo "== run: $transport"
-  /telegen --console --transport $transport > /tmp/console.txt 2> /tmp/agent.txt &
+  /telegen --console --transport $transport --seccomp kill > /tmp/console.txt 2> /tmp/agent.txt &
   agent=$!
   i=0; while ! grep -q "attached tracepoints" /tmp/agent.txt && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done
   (for n in 1 2 3; do nc -l -p $port < /dev/null > /dev/null; done) &
@@ -84,6 +84,9 @@ for t in "ring buffer" "perf buffers"; do
     || fail "not every program attached ($t)"
 done
 [ "$(grep -c "== agent exit 0" <<<"$clean")" = 2 ] || fail "the agent did not exit 0 twice"
+# Both runs under the seccomp filter (aarch64 musl's system calls): a call outside its list
+# would have killed the agent (exit 159, SIGSYS) instead of the clean exits above.
+[ "$(grep -c "seccomp filter installed (Kill)" <<<"$clean")" = 2 ] || fail "no seccomp filter"
 # Linux 6.1 lacks sock:sock_{send,recv}_length: request tracing is off, said once per run,
 # and no syscall program is attached for nothing (the lists above would show them).
 [ "$(grep -c "no request tracing: it needs the tracepoints sock:sock_send_length" <<<"$clean")" = 2 ] \

@@ -36,6 +36,8 @@ Options:
                             ring (BPF ring buffer, 5.8+) or perf (perf buffers)
       --user NAME           account to run as once the programs are attached
                             (default nobody; root keeps every privilege)
+      --seccomp MODE        system-call filter once started: off (default), log
+                            (allow and log what is outside the list) or kill
   -h, --help                print this help
   -V, --version             print the version
 
@@ -54,6 +56,7 @@ pub(crate) struct Overrides {
     spool_dir: Option<String>,
     user: Option<String>,
     transport: Option<String>,
+    seccomp: Option<String>,
 }
 
 pub(crate) enum Parsed {
@@ -94,6 +97,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Par
             Arg::Long("spool-dir") => o.spool_dir = Some(value(&mut p, "--spool-dir")?),
             Arg::Long("user") => o.user = Some(value(&mut p, "--user")?),
             Arg::Long("transport") => o.transport = Some(value(&mut p, "--transport")?),
+            Arg::Long("seccomp") => o.seccomp = Some(value(&mut p, "--seccomp")?),
             Arg::Value(v) if first && v == "check" => o.check = true,
             Arg::Value(v) => {
                 return Err(Error::new(
@@ -139,6 +143,9 @@ impl Overrides {
         }
         if let Some(user) = self.user {
             c.user = crate::file::user_setting(user);
+        }
+        if let Some(m) = self.seccomp {
+            c.seccomp = crate::file::seccomp("--seccomp", &m)?;
         }
         if let Some(dir) = self.spool_dir {
             let spool = c.spool.get_or_insert(crate::Spool {

@@ -32,6 +32,7 @@ struct KernelFile {
 #[serde(deny_unknown_fields)]
 struct SecurityFile {
     user: Option<String>,
+    seccomp: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -190,8 +191,13 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
     if let Some(t) = f.kernel.and_then(|k| k.transport) {
         c.transport = transport(&key("kernel.transport"), &t)?;
     }
-    if let Some(user) = f.security.and_then(|s| s.user) {
-        c.user = user_setting(user);
+    if let Some(sec) = f.security {
+        if let Some(user) = sec.user {
+            c.user = user_setting(user);
+        }
+        if let Some(m) = sec.seccomp {
+            c.seccomp = seccomp(&key("security.seccomp"), &m)?;
+        }
     }
     if let Some(sp) = f.spool {
         let fsync = match sp.fsync.as_deref() {
@@ -240,6 +246,18 @@ pub(crate) fn transport(source: &str, v: &str) -> Result<crate::Transport, Error
         other => Err(Error::new(
             source,
             format!("expected auto, ring or perf, got {other:?}"),
+        )),
+    }
+}
+
+pub(crate) fn seccomp(source: &str, v: &str) -> Result<crate::Seccomp, Error> {
+    match v.trim() {
+        "off" => Ok(crate::Seccomp::Off),
+        "log" => Ok(crate::Seccomp::Log),
+        "kill" => Ok(crate::Seccomp::Kill),
+        other => Err(Error::new(
+            source,
+            format!("expected off, log or kill, got {other:?}"),
         )),
     }
 }

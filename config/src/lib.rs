@@ -151,6 +151,18 @@ pub enum Transport {
     Perf,
 }
 
+/// What the steady-state seccomp filter does with a system call outside its allowlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seccomp {
+    /// No filter.
+    Off,
+    /// Allow the call and have the kernel log it (audit log; Linux 4.14+): to find what a
+    /// platform needs before turning `kill` on.
+    Log,
+    /// Kill the agent (SIGSYS).
+    Kill,
+}
+
 /// When the spool forces its writes to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fsync {
@@ -288,6 +300,8 @@ pub struct Config {
     /// The account the agent switches to once its programs are attached; `None` keeps root.
     pub user: Option<String>,
     pub transport: Transport,
+    /// The seccomp filter installed once start-up is over.
+    pub seccomp: Seccomp,
 }
 
 /// Defaults: one place for each.
@@ -363,6 +377,7 @@ impl Default for Config {
             spool: None,
             user: Some(defaults::USER.to_string()),
             transport: Transport::Auto,
+            seccomp: Seccomp::Off,
             sampler: Sampler::DEFAULT,
         }
     }

@@ -299,6 +299,31 @@ fn the_kernel_transport() {
 }
 
 #[test]
+fn the_seccomp_mode() {
+    assert_eq!(config(&[], &[]).seccomp, Seccomp::Off);
+    assert_eq!(config(&["--seccomp", "kill"], &[]).seccomp, Seccomp::Kill);
+    let f = write(
+        "seccomp.toml",
+        "[security]\nuser = \"daemon\"\nseccomp = \"log\"\n",
+    );
+    let c = config(&["-c", &f], &[]);
+    assert_eq!(
+        (c.seccomp, c.user.as_deref()),
+        (Seccomp::Log, Some("daemon"))
+    );
+    // The flag wins over the file.
+    assert_eq!(
+        config(&["-c", &f, "--seccomp", "off"], &[]).seccomp,
+        Seccomp::Off
+    );
+    let e = run(&["--seccomp", "strict"], &[]).unwrap_err();
+    assert!(e.message.contains("off, log or kill"), "{e}");
+    let f = write("seccomp-bad.toml", "[security]\nseccomp = \"on\"\n");
+    let e = run(&["-c", &f], &[]).unwrap_err();
+    assert!(e.to_string().contains("security.seccomp"), "{e}");
+}
+
+#[test]
 fn a_signal_exporter_can_be_turned_off() {
     let c = config(&[], &[("OTEL_TRACES_EXPORTER", "none")]);
     assert!(c.export_settings(Signal::Traces).is_none());

@@ -9,7 +9,7 @@
 use crate::kernel::{DRAIN_INTERVAL, Kernel};
 use crate::signals::{Request, Signals};
 use crate::transport::Connection;
-use crate::{privileges, procfs, resource};
+use crate::{privileges, procfs, resource, seccomp};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -158,6 +158,10 @@ impl Agent {
         // Everything privileged is done: programs attached, maps mapped, /proc read, files
         // opened. From here on the agent needs no privilege.
         Self::drop_privileges(&config)?;
+        if let Some(f) = seccomp::Filter::new(config.seccomp) {
+            f.install().map_err(|e| format!("seccomp: {e}"))?;
+            log::info!("seccomp filter installed ({:?})", config.seccomp);
+        }
         log::info!(
             "attached tracepoints: {} (records through {})",
             kernel.attached.join(", "),

@@ -169,10 +169,7 @@ pub fn run(config: &Config) -> i32 {
     }
 
     if Path::new("/sys/bus/event_source/devices/uprobe").exists() {
-        r.ok(
-            "uprobes",
-            "available (used by the TLS and Go tracers, not built yet)",
-        );
+        r.ok("uprobes", "available (used by the TLS tracer)");
     } else {
         r.note("uprobes", "unavailable: TLS and Go tracing will not run");
     }
@@ -184,6 +181,11 @@ pub fn run(config: &Config) -> i32 {
         Err(_) => r.note("perf_event", "unavailable: the CPU profiler will not run"),
     }
     r.note("kprobes", "not used (tracepoints only)");
+    match crate::seccomp::availability() {
+        Ok(how) => r.ok("seccomp", how),
+        Err(why) if config.seccomp != telegen_config::Seccomp::Off => r.fail("seccomp", why),
+        Err(why) => r.note("seccomp", why),
+    }
 
     let b = budget(config);
     println!("\nmemory budget (fixed at start-up):");

@@ -8,6 +8,7 @@ mod logger;
 mod privileges;
 mod procfs;
 mod resource;
+mod seccomp;
 mod signals;
 mod spool;
 mod tls;

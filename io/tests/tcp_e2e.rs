@@ -389,6 +389,8 @@ fn the_running_agent_has_no_privileges_and_still_exports() {
         assert_eq!(status_field(pid, caps), "0000000000000000", "{caps}");
     }
     assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
+    // The harness starts agents with --seccomp kill: filter mode 2.
+    assert_eq!(status_field(pid, "Seccomp:"), "2");
     let (_server, port) = start_server();
     for _ in 0..3 {
         connect_once(port);
@@ -418,8 +420,9 @@ fn the_running_agent_has_no_privileges_and_still_exports() {
     );
 
     // `--user root` keeps them, and says so.
-    let mut agent = start_agent(&["--user", "root", "--console"], &[]);
+    let mut agent = start_agent(&["--user", "root", "--console", "--seccomp", "off"], &[]);
     assert_ne!(status_field(agent.0.id(), "CapEff:"), "0000000000000000");
+    assert_eq!(status_field(agent.0.id(), "Seccomp:"), "0", "--seccomp off");
     let (status, _) = terminate(&mut agent, Duration::from_secs(5));
     assert!(status.success());
     assert!(agent_log(&agent).contains("running as root"));

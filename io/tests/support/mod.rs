@@ -146,9 +146,16 @@ pub fn start_agent(args: &[&str], env: &[(&str, &str)]) -> Proc {
 }
 
 /// As [`start_agent`], with the agent's stdout sent to `stdout`.
+///
+/// Unless `args` choose otherwise, the agent runs with `--seccomp kill`: every test then also
+/// proves that the steady state makes no system call outside the filter's list (the agent
+/// would die of SIGSYS and the test see it).
 pub fn start_agent_to(args: &[&str], env: &[(&str, &str)], stdout: Stdio) -> Proc {
     let mut cmd = Command::new(AGENT);
     cmd.args(args).stdout(stdout).stderr(Stdio::piped());
+    if !args.contains(&"--seccomp") {
+        cmd.args(["--seccomp", "kill"]);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
