@@ -32,8 +32,9 @@ bash cross/cross.sh
 step "arm64: every program on Debian's arm64 kernel under qemu-system-aarch64"
 timeout 900 bash cross/arm64-vm.sh
 
-step "packaging: systemd unit, Kubernetes manifest, Helm chart"
+step "packaging: systemd unit, Kubernetes manifest, Helm chart, multi-arch image"
 "$HOME/.cache/telegen/venv/bin/python" cross/packaging/validate.py "$PWD/target/release/telegen"
+bash cross/image.sh
 
 step "tests: unit, integration on the real kernel, end to end with the official OTLP decoder"
 cargo nextest run --release --no-fail-fast
