@@ -10,6 +10,8 @@ echo "# telegen benchmarks, $(date -u +%Y-%m-%d)"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m), Linux $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 echo
 echo "## User-space pipeline (decode, track, aggregate; encode and gzip per export)"
+# Real kernel records to replay: nginx under curl and a keep-alive client, recorded now.
+bash cross/record.sh target/bench/nginx.rec 2>&1 | grep '^recording:' || true
 cargo bench -q -p telegen-export --bench pipeline 2>&1 | quiet
 echo
 echo "## Span export: telegen against the OpenTelemetry Rust SDK's OTLP exporter"

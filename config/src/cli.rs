@@ -38,6 +38,8 @@ Options:
                             (default nobody; root keeps every privilege)
       --seccomp MODE        system-call filter once started: off (default), log
                             (allow and log what is outside the list) or kill
+      --record FILE         also write every kernel record to FILE (at most 64 MiB),
+                            for replay; it holds captured bytes: keep it private
   -h, --help                print this help
   -V, --version             print the version
 
@@ -57,6 +59,7 @@ pub(crate) struct Overrides {
     user: Option<String>,
     transport: Option<String>,
     seccomp: Option<String>,
+    record: Option<String>,
 }
 
 pub(crate) enum Parsed {
@@ -98,6 +101,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Par
             Arg::Long("user") => o.user = Some(value(&mut p, "--user")?),
             Arg::Long("transport") => o.transport = Some(value(&mut p, "--transport")?),
             Arg::Long("seccomp") => o.seccomp = Some(value(&mut p, "--seccomp")?),
+            Arg::Long("record") => o.record = Some(value(&mut p, "--record")?),
             Arg::Value(v) if first && v == "check" => o.check = true,
             Arg::Value(v) => {
                 return Err(Error::new(
@@ -146,6 +150,9 @@ impl Overrides {
         }
         if let Some(m) = self.seccomp {
             c.seccomp = crate::file::seccomp("--seccomp", &m)?;
+        }
+        if let Some(f) = self.record {
+            c.record = Some(f.into());
         }
         if let Some(dir) = self.spool_dir {
             let spool = c.spool.get_or_insert(crate::Spool {

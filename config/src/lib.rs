@@ -302,6 +302,8 @@ pub struct Config {
     pub transport: Transport,
     /// The seccomp filter installed once start-up is over.
     pub seccomp: Seccomp,
+    /// `--record FILE`: every kernel record is also written to FILE (benchmarks, bug reports).
+    pub record: Option<std::path::PathBuf>,
 }
 
 /// Defaults: one place for each.
@@ -378,6 +380,7 @@ impl Default for Config {
             user: Some(defaults::USER.to_string()),
             transport: Transport::Auto,
             seccomp: Seccomp::Off,
+            record: None,
             sampler: Sampler::DEFAULT,
         }
     }

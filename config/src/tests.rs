@@ -324,6 +324,17 @@ fn the_seccomp_mode() {
 }
 
 #[test]
+fn a_recording_only_when_asked() {
+    assert_eq!(config(&[], &[]).record, None);
+    assert_eq!(
+        config(&["--record", "/tmp/r.rec"], &[]).record,
+        Some("/tmp/r.rec".into())
+    );
+    let e = run(&["--record"], &[]).unwrap_err();
+    assert!(e.message.contains("--record"), "{e}");
+}
+
+#[test]
 fn a_signal_exporter_can_be_turned_off() {
     let c = config(&[], &[("OTEL_TRACES_EXPORTER", "none")]);
     assert!(c.export_settings(Signal::Traces).is_none());

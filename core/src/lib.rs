@@ -2,7 +2,7 @@
 //!
 //! Turns wire records from the kernel programs into aggregated telemetry: decoding
 //! ([`record`]), tracepoint layouts ([`tracefs`]), the TCP connection tracker ([`tcp`]), HTTP/1.x exchanges ([`http`]),
-//! fixed-capacity tables ([`fixed_map`]), time order across per-CPU buffers ([`reorder`]), metric series with a cardinality cap ([`metrics`]),
+//! fixed-capacity tables ([`fixed_map`]), time order across per-CPU buffers ([`reorder`]), recordings for replay ([`recording`]), the per-record step ([`pipeline`]), metric series with a cardinality cap ([`metrics`]),
 //! the agent's own counters ([`selfmetrics`]) and the memory budget ([`budget`]).
 //!
 //! Invariants: no syscalls and no clock reads (time is an argument); every table is sized
@@ -17,7 +17,9 @@ pub mod budget;
 pub mod fixed_map;
 pub mod http;
 pub mod metrics;
+pub mod pipeline;
 pub mod record;
+pub mod recording;
 pub mod reorder;
 pub mod selfmetrics;
 pub mod tcp;

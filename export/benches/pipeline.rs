@@ -4,17 +4,25 @@
 //! export interval. Reports records per second on one core, allocator calls per record on the
 //! per-record path (a counting global allocator), and the cost and size of each export.
 //!
-//! The records are synthetic but shaped like the kernel's (one connection = SYN_SENT, two
-//! ESTABLISHED, two CLOSE), over 200 server ports and 50 client processes.
-//! Run: `cargo bench -p telegen-export --bench pipeline`.
+//! Two parts. Synthetic TCP records shaped like the kernel's (one connection = SYN_SENT, two
+//! ESTABLISHED, two CLOSE), over 200 server ports and 50 client processes. Then a recording
+//! of real kernel records (`telegen --record`, made by `cross/record.sh`: nginx driven by curl
+//! and a keep-alive client), replayed again and again, each pass shifted in time after the
+//! last, through the agent's own per-record step (`telegen_core::pipeline::on_record`: decode,
+//! TCP and HTTP tracking, histograms), with the finished spans written as OTLP protobuf and
+//! gzipped every 4,096 records and the metrics every 100,000, as the agent would.
+//! Run: `cargo bench -p telegen-export --bench pipeline` (recording: `TELEGEN_RECORDING`,
+//! default `target/bench/nginx.rec`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use telegen_common::{AF_INET, EventHeader, EventKind, TcpEvent, tcp_state};
+use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
 use telegen_core::record::{Record, decode, encode_tcp_event};
-use telegen_core::selfmetrics::AgentCounters;
+use telegen_core::selfmetrics::{AgentCounters, DropReason};
 use telegen_core::tcp::{TcpLimits, TcpTracker};
+use telegen_core::{pipeline, recording};
 use telegen_export::codec::{Codec, Format, encode_fitting};
 use telegen_export::otlp::{MetricsCollector, resource};
 use telegen_export::payload::Encoder;
@@ -70,6 +78,11 @@ fn record(sock: u64, pid: u32, lport: u16, rport: u16, old: u32, new: u32, ts: u
 }
 
 fn main() {
+    synthetic();
+    replay();
+}
+
+fn synthetic() {
     use tcp_state::*;
     const CONNECTIONS: u64 = 200_000;
     let mut records: Vec<[u8; 96]> = Vec::with_capacity(CONNECTIONS as usize * 5 + 200);
@@ -167,4 +180,200 @@ fn main() {
         "| export: bytes on the wire per export | {} |",
         bytes / exports as usize
     );
+}
+
+/// The recording, replayed: see the module doc.
+fn replay() {
+    let path = std::env::var_os("TELEGEN_RECORDING")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/nginx.rec")
+        });
+    let Ok(mut buf) = std::fs::read(&path) else {
+        println!();
+        println!(
+            "(no recording at {}: `bash cross/record.sh` makes one; replay skipped)",
+            path.display()
+        );
+        return;
+    };
+    // Where each record sits, once.
+    let mut spans_at = Vec::new();
+    let mut at = recording::MAGIC.len();
+    for r in recording::records(&buf).expect("a telegen recording") {
+        let r = r.expect("a complete recording");
+        spans_at.push((at + 4, r.len()));
+        at += 4 + r.len();
+    }
+    let times: Vec<u64> = spans_at
+        .iter()
+        .filter_map(|&(a, n)| recording::timestamp(&buf[a..a + n]))
+        .collect();
+    let (first, last) = (
+        times.iter().copied().min().unwrap_or(0),
+        times.iter().copied().max().unwrap_or(0),
+    );
+    let period = last - first + 1_000_000;
+
+    let mut tcp = TcpTracker::new(TcpLimits {
+        connections: 4096,
+        listeners: 256,
+        series_per_metric: 1000,
+    });
+    let mut http = HttpTracker::new(
+        HttpLimits {
+            connections: 1024,
+            exchanges: 1024,
+            spans: 8192,
+            series_per_metric: 1000,
+        },
+        7,
+        Sampling {
+            parent_based: true,
+            root: RootSampling::AlwaysOn,
+        },
+    );
+    let mut counters = AgentCounters::default();
+    let mut encoder = Encoder::default();
+    let mut writer = telegen_export::spanpb::SpanWriter::default();
+    let res = resource(&[("service.name".into(), "bench".into())]);
+    let codec = Codec {
+        format: Format::Protobuf,
+        gzip: true,
+    };
+
+    const TARGET: usize = 2_000_000;
+    let passes = TARGET.div_ceil(spans_at.len().max(1)).max(3);
+    let (mut record_ns, mut span_ns, mut metric_ns) = (0u128, 0u128, 0u128);
+    let (mut records, mut hot_allocs, mut spans, mut span_bytes, mut metric_bytes) =
+        (0u64, 0u64, 0u64, 0usize, 0usize);
+    let (mut since_spans, mut since_metrics, mut metric_exports) = (0usize, 0usize, 0u64);
+    for pass in 0..passes {
+        if pass > 0 {
+            for &(a, n) in &spans_at {
+                recording::shift_timestamp(&mut buf[a..a + n], period);
+            }
+        }
+        for &(a, n) in &spans_at {
+            let a0 = ALLOCS.load(Ordering::Relaxed);
+            let t0 = Instant::now();
+            let _ = pipeline::on_record(&buf[a..a + n], &mut tcp, &mut http, &mut counters);
+            record_ns += t0.elapsed().as_nanos();
+            hot_allocs += ALLOCS.load(Ordering::Relaxed) - a0;
+            records += 1;
+            since_spans += 1;
+            since_metrics += 1;
+            if since_spans == 4096 {
+                since_spans = 0;
+                let t1 = Instant::now();
+                let (n, b) =
+                    export_spans(&mut http, &mut writer, &mut encoder, &res, &mut counters);
+                span_ns += t1.elapsed().as_nanos();
+                spans += n;
+                span_bytes += b;
+            }
+            if since_metrics == 100_000 {
+                since_metrics = 0;
+                let t2 = Instant::now();
+                let mut c = MetricsCollector::new(1, 2);
+                tcp.report(&mut c);
+                http.report(&mut c);
+                counters.report(&mut c);
+                let mut out = Vec::new();
+                for req in c.into_requests(&res, 2000) {
+                    encode_fitting(&codec, &mut encoder, req, 20 << 20, &mut counters, &mut out);
+                }
+                metric_bytes += out.iter().map(|b| b.body.len()).sum::<usize>();
+                metric_ns += t2.elapsed().as_nanos();
+                metric_exports += 1;
+            }
+        }
+    }
+    let t1 = Instant::now();
+    let (n, b) = export_spans(&mut http, &mut writer, &mut encoder, &res, &mut counters);
+    span_ns += t1.elapsed().as_nanos();
+    spans += n;
+    span_bytes += b;
+    // The timer around each record costs some of its own: measured, and taken off.
+    let t = Instant::now();
+    for _ in 0..records {
+        std::hint::black_box(Instant::now());
+    }
+    let timer_ns = t.elapsed().as_nanos();
+    let record_ns = record_ns.saturating_sub(timer_ns);
+    let all_ns = record_ns + span_ns + metric_ns;
+    let drops: Vec<String> = DropReason::ALL
+        .iter()
+        .filter(|&&r| counters.dropped(r) > 0)
+        .map(|&r| format!("{} {}", r.as_str(), counters.dropped(r)))
+        .collect();
+    let drops = if drops.is_empty() {
+        "none".to_string()
+    } else {
+        drops.join(", ")
+    };
+    println!();
+    println!(
+        "| replay of {} ({} records, {} bytes, {passes} passes) | value |",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        spans_at.len(),
+        buf.len()
+    );
+    println!("|---|---|");
+    println!("| records replayed | {records} |");
+    println!(
+        "| spans finished | {spans} ({:.2} per record) |",
+        spans as f64 / records as f64
+    );
+    println!(
+        "| per-record step (decode, track, histograms) | {:.0} ns, {:.2} M records/s on one core |",
+        record_ns as f64 / records as f64,
+        records as f64 / (record_ns as f64 / 1e9) / 1e6
+    );
+    println!(
+        "| allocator calls on the per-record path | {hot_allocs} ({:.4} per record) |",
+        hot_allocs as f64 / records as f64
+    );
+    println!(
+        "| spans to OTLP protobuf + gzip | {:.0} ns per span, {:.1} bytes per span on the wire |",
+        span_ns as f64 / spans.max(1) as f64,
+        span_bytes as f64 / spans.max(1) as f64
+    );
+    println!(
+        "| metrics collect + encode + gzip | {:.2} ms per export, {} bytes (mean of {metric_exports}) |",
+        metric_ns as f64 / 1e6 / metric_exports.max(1) as f64,
+        metric_bytes / metric_exports.max(1) as usize
+    );
+    println!(
+        "| whole pipeline, records in to gzip out | {:.2} M records/s, {:.0} k spans/s on one core |",
+        records as f64 / (all_ns as f64 / 1e9) / 1e6,
+        spans as f64 / (all_ns as f64 / 1e9) / 1e3
+    );
+    println!("| drops counted | {drops} |");
+}
+
+/// Writes the finished spans as gzipped OTLP protobuf and removes them: (spans, bytes).
+fn export_spans(
+    http: &mut HttpTracker,
+    writer: &mut telegen_export::spanpb::SpanWriter,
+    encoder: &mut Encoder,
+    res: &opentelemetry_proto::tonic::resource::v1::Resource,
+    counters: &mut AgentCounters,
+) -> (u64, usize) {
+    let q = http.spans();
+    let n = q.len() as u64;
+    let mut batches = Vec::new();
+    telegen_export::spanpb::batches(
+        writer,
+        encoder,
+        true,
+        q.make_contiguous(),
+        res,
+        0,
+        (512, 4 << 20),
+        counters,
+        &mut batches,
+    );
+    q.clear();
+    (n, batches.iter().map(|b| b.body.len()).sum())
 }

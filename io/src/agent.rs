@@ -20,8 +20,8 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use telegen_config::{Config, RootSampler, Signal};
 use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
-use telegen_core::record::{self, Record};
-use telegen_core::selfmetrics::{AgentCounters, DropReason};
+use telegen_core::pipeline;
+use telegen_core::selfmetrics::AgentCounters;
 use telegen_core::tcp::{Process, TcpLimits, TcpTracker};
 use telegen_export::client::Batch;
 use telegen_export::codec::{Format, OtlpRequest, encode_fitting};
@@ -59,6 +59,7 @@ pub struct Agent {
     encoder: Encoder,
     span_writer: SpanWriter,
     start_unix_ns: u64,
+    recorder: Option<crate::recorder::Recorder>,
 }
 
 impl Agent {
@@ -155,6 +156,10 @@ impl Agent {
             log::warn!("metrics export is disabled and --console is off: nothing will be reported");
         }
         let resource = resource::build(&config);
+        let recorder = match &config.record {
+            Some(path) => Some(crate::recorder::Recorder::create(path)?),
+            None => None,
+        };
         // Everything privileged is done: programs attached, maps mapped, /proc read, files
         // opened. From here on the agent needs no privilege.
         Self::drop_privileges(&config)?;
@@ -183,6 +188,7 @@ impl Agent {
             encoder,
             span_writer: SpanWriter::default(),
             start_unix_ns: unix_ns(),
+            recorder,
         })
     }
 
@@ -333,26 +339,18 @@ impl Agent {
     /// Reads the kernel's records until none is left. Allocates nothing.
     fn drain(&mut self, last: bool) {
         let (tcp, http, counters) = (&mut self.tracker, &mut self.http, &mut self.counters);
-        let lost = self
-            .kernel
-            .drain(last, |bytes| match record::decode(bytes) {
-                Ok(Record::Tcp(r)) => {
-                    counters.events += 1;
-                    tcp.on_record(&r, counters);
-                }
-                Ok(Record::Data(r)) => {
-                    counters.events += 1;
-                    http.on_data(&r, counters);
-                }
-                Ok(Record::Close(r)) => {
-                    counters.events += 1;
-                    http.on_close(&r, counters);
-                }
-                Err(e) => {
-                    counters.drop(DropReason::DecodeError, 1);
-                    log::debug!("bad record from the kernel: {e}");
-                }
-            });
+        let recorder = &mut self.recorder;
+        let lost = self.kernel.drain(last, |bytes| {
+            if let Some(r) = recorder.as_mut() {
+                r.record(bytes);
+            }
+            if let Err(e) = pipeline::on_record(bytes, tcp, http, counters) {
+                log::debug!("bad record from the kernel: {e}");
+            }
+        });
+        if let Some(r) = self.recorder.as_mut() {
+            r.flush();
+        }
         if lost > 0 {
             // Already counted by the programs as kernel_ring_full when the write failed.
             log::debug!("perf buffers reported {lost} lost samples");

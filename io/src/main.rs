@@ -7,6 +7,7 @@ mod kernel;
 mod logger;
 mod privileges;
 mod procfs;
+mod recorder;
 mod resource;
 mod seccomp;
 mod signals;

@@ -5,10 +5,15 @@
 mod support;
 
 use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
+use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
+use telegen_core::selfmetrics::AgentCounters;
+use telegen_core::tcp::{Side, TcpLimits, TcpTracker};
+use telegen_core::{pipeline, recording};
 
 /// One span as received.
 #[derive(Debug, Clone)]
@@ -266,8 +271,11 @@ fn nginx_curl_and_a_keep_alive_client_through(transport: &str) {
     assert!(is_root(), "this test loads eBPF programs: run it as root");
     let nginx = start_nginx(&format!("http-nginx-{transport}"));
     let receiver = Receiver::start(&format!("http-nginx-{transport}"));
+    // Every kernel record is also recorded, and replayed below through the core alone.
+    let recording = scratch(&format!("http-nginx-{transport}"), "records.rec");
+    let recording_arg = recording.display().to_string();
     let mut agent = start_agent(
-        &["--transport", transport],
+        &["--transport", transport, "--record", &recording_arg],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
             ("OTEL_SERVICE_NAME", "http-test"),
@@ -419,6 +427,73 @@ c.close()
         let p = latest(&dropped, &[("reason", reason)]).unwrap();
         assert_eq!(p.value, 0, "no {reason} drops expected");
     }
+
+    // The recording holds what the agent read: replayed through the same per-record step,
+    // it gives the same exchanges.
+    let replayed = replay(&recording, port);
+    assert_eq!(
+        replayed,
+        [
+            (Side::Server, 200, 10),
+            (Side::Server, 404, 3),
+            (Side::Server, 500, 2),
+            (Side::Client, 200, 10),
+            (Side::Client, 404, 3),
+            (Side::Client, 500, 2)
+        ],
+        "spans replayed from {}",
+        recording.display()
+    );
+    let mode = std::fs::metadata(&recording).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "a recording holds captured bytes: private"
+    );
+}
+
+/// Replays a `--record` file through the core's per-record step and counts the spans on
+/// `port` by side and status, in the order (server, client) × (200, 404, 500).
+fn replay(path: &Path, port: u16) -> Vec<(Side, u16, usize)> {
+    let buf = std::fs::read(path).expect("the recording");
+    let mut tcp = TcpTracker::new(TcpLimits {
+        connections: 1024,
+        listeners: 64,
+        series_per_metric: 100,
+    });
+    let mut http = HttpTracker::new(
+        HttpLimits {
+            connections: 1024,
+            exchanges: 1024,
+            spans: 4096,
+            series_per_metric: 100,
+        },
+        1,
+        Sampling {
+            parent_based: false,
+            root: RootSampling::AlwaysOn,
+        },
+    );
+    let mut counters = AgentCounters::default();
+    let mut n = 0;
+    for r in recording::records(&buf).expect("a recording") {
+        let r = r.expect("no torn record after a clean stop");
+        pipeline::on_record(r, &mut tcp, &mut http, &mut counters).expect("records decode");
+        n += 1;
+    }
+    assert!(n > 0, "nothing was recorded");
+    let spans = http.spans();
+    let mut out = Vec::new();
+    for side in [Side::Server, Side::Client] {
+        for status in [200, 404, 500] {
+            let c = spans
+                .iter()
+                .filter(|s| s.side == side && s.status == status && s.server().1 == port)
+                .count();
+            out.push((side, status, c));
+        }
+    }
+    out
 }
 
 #[test]
