@@ -126,6 +126,7 @@ struct LimitsFile {
     http_connections: Option<usize>,
     http_exchanges: Option<usize>,
     span_queue: Option<usize>,
+    db_connections: Option<usize>,
 }
 
 /// Reads and applies the file at `path`.
@@ -234,6 +235,7 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
         d.http_connections = l.http_connections.unwrap_or(d.http_connections);
         d.http_exchanges = l.http_exchanges.unwrap_or(d.http_exchanges);
         d.span_queue = l.span_queue.unwrap_or(d.span_queue);
+        d.db_connections = l.db_connections.unwrap_or(d.db_connections);
     }
     Ok(())
 }

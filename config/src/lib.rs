@@ -220,6 +220,8 @@ pub struct Limits {
     pub http_exchanges: usize,
     /// Finished spans waiting for export (the oldest is dropped, and counted, beyond).
     pub span_queue: usize,
+    /// Database descriptors (Redis) followed at once.
+    pub db_connections: usize,
 }
 
 /// Which spans are kept (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`). Request metrics
@@ -321,6 +323,7 @@ pub mod defaults {
     pub const HTTP_CONNECTIONS: usize = 1_024;
     pub const HTTP_EXCHANGES: usize = 512;
     pub const SPAN_QUEUE: usize = 2_048;
+    pub const DB_CONNECTIONS: usize = 128;
     pub const SERIES_PER_METRIC: usize = 1_000;
     pub const RING_BUFFER_BYTES: u32 = telegen_common::DEFAULT_RING_BYTES;
     pub const EXPORT_QUEUE_BYTES: usize = 1 << 20;
@@ -370,6 +373,7 @@ impl Default for Config {
                 connections: defaults::CONNECTIONS,
                 http_connections: defaults::HTTP_CONNECTIONS,
                 http_exchanges: defaults::HTTP_EXCHANGES,
+                db_connections: defaults::DB_CONNECTIONS,
                 span_queue: defaults::SPAN_QUEUE,
                 listeners: defaults::LISTENERS,
                 series_per_metric: defaults::SERIES_PER_METRIC,
@@ -464,6 +468,7 @@ impl Config {
             ("limits.http_connections", l.http_connections),
             ("limits.http_exchanges", l.http_exchanges),
             ("limits.span_queue", l.span_queue),
+            ("limits.db_connections", l.db_connections),
             ("metrics.batch_size", self.metrics.batch_size),
         ];
         for (name, v) in positive {

@@ -185,6 +185,12 @@ fn bad_values_are_refused_with_their_source() {
     let f = write("ring.toml", "[limits]\nring_buffer_bytes = 5000\n");
     let e = run(&["-c", &f], &[]).unwrap_err();
     assert!(e.message.contains("power of two"), "{e}");
+    assert_eq!(config(&[], &[]).limits.db_connections, 128);
+    let f = write("db.toml", "[limits]\ndb_connections = 8\n");
+    assert_eq!(config(&["-c", &f], &[]).limits.db_connections, 8);
+    let f = write("db0.toml", "[limits]\ndb_connections = 0\n");
+    let e = run(&["-c", &f], &[]).unwrap_err();
+    assert!(e.to_string().contains("limits.db_connections"), "{e}");
 }
 
 #[test]

@@ -18,6 +18,7 @@
 
 use crate::fixed_map::FixedMap;
 use crate::metrics::{Attr, Attributes, Attrs, Histogram, Kind, MetricDesc, MetricSink, Series};
+pub use crate::record::Protocol;
 use crate::record::{CloseRecord, DataRecord, IpAddr, comm_str};
 use crate::selfmetrics::{AgentCounters, DropReason};
 use crate::tcp::{Process, Side};
@@ -121,10 +122,12 @@ pub enum Broken {
     Closed,
 }
 
-/// One finished exchange.
+/// One finished exchange, of any protocol: for Redis `method` is the command, `path` is
+/// empty, `status` 0 and `db_error` the error reply's first word.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Span {
     pub side: Side,
+    pub protocol: Protocol,
     pub context: SpanContext,
     /// All zero for a root span.
     pub parent_span_id: [u8; 8],
@@ -138,6 +141,8 @@ pub struct Span {
     /// `1.0` or `1.1`, as the minor version digit.
     pub minor_version: u8,
     pub broken: Option<Broken>,
+    /// A database's error (its first word, `WRONGTYPE`); empty without one.
+    pub db_error: heapless::String<16>,
     /// Seen as TLS plaintext (`https`).
     pub tls: bool,
     pub local: IpAddr,
@@ -160,6 +165,10 @@ impl Span {
             let _ = out.push_str("connection_closed");
             return true;
         }
+        if self.protocol != Protocol::Http {
+            let _ = out.push_str(&self.db_error);
+            return !self.db_error.is_empty();
+        }
         let failed = match self.side {
             Side::Server => self.status >= 500,
             Side::Client => self.status >= 400,
@@ -173,6 +182,10 @@ impl Span {
     /// The low-cardinality name: `GET /users/{id}`.
     pub fn name(&self, out: &mut heapless::String<{ PATH_CAP + 20 }>) {
         let _ = out.push_str(&self.method);
+        if self.protocol != Protocol::Http {
+            // Database spans: the operation.
+            return;
+        }
         let _ = out.push(' ');
         let mut r = Path::new();
         route(&self.path, &mut r);
@@ -648,6 +661,7 @@ impl HttpTracker {
         }
         let span = Span {
             side: conn.side,
+            protocol: Protocol::Http,
             context: open.context,
             parent_span_id: open.parent_span_id,
             start_ns: open.start_ns,
@@ -657,6 +671,7 @@ impl HttpTracker {
             status,
             minor_version: open.minor_version,
             broken,
+            db_error: heapless::String::new(),
             tls: conn.tls,
             local: conn.local,
             local_port: conn.local_port,
@@ -681,6 +696,12 @@ impl HttpTracker {
             Side::Client => &mut self.client,
         };
         series.point(key).0.record(secs);
+        self.push_span(span, drops);
+    }
+
+    /// Queues a finished span of any protocol for export (unless sampled out or unwanted);
+    /// the oldest goes when the queue is full.
+    pub fn push_span(&mut self, span: Span, drops: &mut AgentCounters) {
         if self.span_cap == 0 || !span.context.sampled {
             // Spans are not wanted (no traces exporter), or sampled out: not a loss.
             return;
@@ -690,6 +711,27 @@ impl HttpTracker {
             drops.drop(DropReason::SpanQueueFull, 1);
         }
         self.spans.push_back(span);
+    }
+
+    /// The context of a client call thread `tid` makes now, and its parent span id: a
+    /// child of the request the thread serves, or a new trace.
+    pub fn client_context(&mut self, tid: u32) -> (SpanContext, [u8; 8]) {
+        match self.serving.get(&tid).copied() {
+            Some(parent) => (
+                SpanContext {
+                    trace_id: parent.trace_id,
+                    span_id: self.ids.span_id(),
+                    sampled: self.sampling.decide(&parent.trace_id, Some(parent.sampled)),
+                },
+                parent.span_id,
+            ),
+            None => (self.new_root(), [0; 8]),
+        }
+    }
+
+    /// A new trace's context for a server span without a caller.
+    pub fn root_context(&mut self) -> (SpanContext, [u8; 8]) {
+        (self.new_root(), [0; 8])
     }
 
     /// Hands both duration histograms to the sink.
@@ -760,6 +802,7 @@ mod tests {
             local_port: ports.0,
             remote_port: ports.1,
             tls: false,
+            protocol: Protocol::Http,
             data: d,
         }
     }

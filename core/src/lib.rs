@@ -1,7 +1,7 @@
 //! telegen's sans-IO core.
 //!
 //! Turns wire records from the kernel programs into aggregated telemetry: decoding
-//! ([`record`]), tracepoint layouts ([`tracefs`]), the TCP connection tracker ([`tcp`]), HTTP/1.x exchanges ([`http`]),
+//! ([`record`]), tracepoint layouts ([`tracefs`]), the TCP connection tracker ([`tcp`]), HTTP/1.x exchanges ([`http`]), Redis exchanges ([`redis`]),
 //! fixed-capacity tables ([`fixed_map`]), time order across per-CPU buffers ([`reorder`]), recordings for replay ([`recording`]), the per-record step ([`pipeline`]), metric series with a cardinality cap ([`metrics`]),
 //! the agent's own counters ([`selfmetrics`]) and the memory budget ([`budget`]).
 //!
@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod record;
 pub mod recording;
+pub mod redis;
 pub mod reorder;
 pub mod selfmetrics;
 pub mod tcp;

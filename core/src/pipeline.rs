@@ -2,30 +2,42 @@
 //! of recordings (benchmarks, tests) so that they measure and check the agent's own path.
 
 use crate::http::HttpTracker;
-use crate::record::{DecodeError, Record, decode};
+use crate::record::{DecodeError, Protocol, Record, decode};
+use crate::redis::RedisTracker;
 use crate::selfmetrics::{AgentCounters, DropReason};
 use crate::tcp::TcpTracker;
+
+/// The trackers kernel records feed.
+pub struct Trackers {
+    pub tcp: TcpTracker,
+    /// HTTP exchanges, and the span queue of every protocol.
+    pub http: HttpTracker,
+    pub redis: RedisTracker,
+}
 
 /// Decodes `bytes` and hands the record to the tracker it belongs to. A record that does not
 /// decode is counted as `decode_error` and returned for the caller to log. Allocates nothing.
 pub fn on_record(
     bytes: &[u8],
-    tcp: &mut TcpTracker,
-    http: &mut HttpTracker,
+    t: &mut Trackers,
     counters: &mut AgentCounters,
 ) -> Result<(), DecodeError> {
     match decode(bytes) {
         Ok(Record::Tcp(r)) => {
             counters.events += 1;
-            tcp.on_record(&r, counters);
+            t.tcp.on_record(&r, counters);
         }
         Ok(Record::Data(r)) => {
             counters.events += 1;
-            http.on_data(&r, counters);
+            match r.protocol {
+                Protocol::Http => t.http.on_data(&r, counters),
+                Protocol::Redis => t.redis.on_data(&r, &mut t.http, counters),
+            }
         }
         Ok(Record::Close(r)) => {
             counters.events += 1;
-            http.on_close(&r, counters);
+            t.http.on_close(&r, counters);
+            t.redis.on_close(&r, &mut t.http, counters);
         }
         Err(e) => {
             counters.drop(DropReason::DecodeError, 1);

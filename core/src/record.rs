@@ -156,7 +156,17 @@ pub struct DataRecord<'a> {
     pub remote_port: u16,
     /// Plaintext of a TLS connection, from the TLS library.
     pub tls: bool,
+    /// The protocol the kernel recognised on the descriptor.
+    pub protocol: Protocol,
     pub data: &'a [u8],
+}
+
+/// The application protocol of captured bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Protocol {
+    #[default]
+    Http,
+    Redis,
 }
 
 /// A descriptor that carried data was closed.
@@ -269,6 +279,11 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
                 local_port: f.u16(96),
                 remote_port: f.u16(98),
                 tls: f.u16(102) & data_flags::TLS != 0,
+                protocol: if f.u16(102) & data_flags::REDIS != 0 {
+                    Protocol::Redis
+                } else {
+                    Protocol::Http
+                },
                 data: &buf[104..104 + captured as usize],
             }));
         }

@@ -55,10 +55,17 @@ pub enum DropReason {
     HttpPipelineFull,
     /// A finished span with no room in the span queue (the oldest is dropped).
     SpanQueueFull,
+    /// A database connection the table of database connections had no room for.
+    DbTableFull,
+    /// A pipelined database command beyond those a connection may have waiting.
+    DbPipelineFull,
+    /// A protocol stream whose framing was lost (the capture cut off a header, or bytes
+    /// that are not the protocol): counted once, plus once per command left waiting.
+    ProtocolDesync,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 19] = [
         Self::KernelRingFull,
         Self::KernelReadFailed,
         Self::KernelPendingFull,
@@ -75,6 +82,9 @@ impl DropReason {
         Self::HttpTableFull,
         Self::HttpPipelineFull,
         Self::SpanQueueFull,
+        Self::DbTableFull,
+        Self::DbPipelineFull,
+        Self::ProtocolDesync,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -95,6 +105,9 @@ impl DropReason {
             Self::HttpTableFull => "http_table_full",
             Self::HttpPipelineFull => "http_pipeline_full",
             Self::SpanQueueFull => "span_queue_full",
+            Self::DbTableFull => "db_table_full",
+            Self::DbPipelineFull => "db_pipeline_full",
+            Self::ProtocolDesync => "protocol_desync",
         }
     }
 

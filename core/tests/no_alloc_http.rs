@@ -6,7 +6,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
-use telegen_core::record::{CloseRecord, DataRecord, IpAddr, Task};
+use telegen_core::metrics::{Attr, Histogram, MetricDesc, MetricSink};
+use telegen_core::record::{CloseRecord, DataRecord, IpAddr, Protocol, Task};
+use telegen_core::redis::RedisTracker;
 use telegen_core::reorder::Reorder;
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
 
@@ -64,6 +66,11 @@ fn data<'a>(ts: u64, tid: u32, fd: u32, ingress: bool, d: &'a [u8]) -> DataRecor
         local_port: 8080,
         remote_port: 40_000 + fd as u16,
         tls: fd.is_multiple_of(2),
+        protocol: if fd >= 200 {
+            Protocol::Redis
+        } else {
+            Protocol::Http
+        },
         data: d,
     }
 }
@@ -92,6 +99,9 @@ traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
     let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
     let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
     let fail = b"HTTP/1.1 503 Busy\r\n\r\n";
+    let mut redis = RedisTracker::new(8, 16);
+    let commands = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n";
+    let replies = b"+OK\r\n-ERR value is not an integer or out of range\r\n";
     let mut record = [0u8; 64];
     COUNTED.with(|c| c.set(true));
     let before = ALLOCATIONS.load(Ordering::Relaxed);
@@ -117,6 +127,19 @@ traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
                 &mut counters,
             );
         }
+        // Redis: a pipeline of two commands (client and server ends), replies cut in two.
+        let rfd = 200 + (i % 4) as u32;
+        redis.on_data(&data(ts, tid, rfd, false, commands), &mut t, &mut counters);
+        redis.on_data(
+            &data(ts + 1, tid, rfd + 4, true, commands),
+            &mut t,
+            &mut counters,
+        );
+        let (a, b) = replies.split_at(7);
+        for (fd, ingress) in [(rfd, true), (rfd + 4, false)] {
+            redis.on_data(&data(ts + 2, tid, fd, ingress, a), &mut t, &mut counters);
+            redis.on_data(&data(ts + 3, tid, fd, ingress, b), &mut t, &mut counters);
+        }
         // Records of two CPUs, merged in time order.
         record[16..24].copy_from_slice(&(ts + 9).to_ne_bytes());
         staged.push(&record).unwrap();
@@ -129,4 +152,18 @@ traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
     // The run did what it claims: spans were made and the bounded queue overflowed.
     assert_eq!(t.spans().len(), 16);
     assert!(counters.dropped(DropReason::SpanQueueFull) > 0);
+    assert_eq!(redis.connections(), 8);
+    assert_eq!(counters.dropped(DropReason::ProtocolDesync), 0);
+    // Every client command counted: 5,000 rounds of two.
+    struct Samples(u64);
+    impl MetricSink for Samples {
+        fn counter(&mut self, _: &MetricDesc, _: &[Attr], _: u64) {}
+        fn gauge(&mut self, _: &MetricDesc, _: &[Attr], _: i64) {}
+        fn histogram(&mut self, _: &MetricDesc, _: &[Attr], h: &Histogram) {
+            self.0 += h.count;
+        }
+    }
+    let mut samples = Samples(0);
+    redis.report(&mut samples);
+    assert_eq!(samples.0, 10_000);
 }

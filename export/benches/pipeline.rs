@@ -19,10 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use telegen_common::{AF_INET, EventHeader, EventKind, TcpEvent, tcp_state};
 use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
+use telegen_core::pipeline::{self, Trackers};
 use telegen_core::record::{Record, decode, encode_tcp_event};
+use telegen_core::recording;
+use telegen_core::redis::RedisTracker;
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
 use telegen_core::tcp::{TcpLimits, TcpTracker};
-use telegen_core::{pipeline, recording};
 use telegen_export::codec::{Codec, Format, encode_fitting};
 use telegen_export::otlp::{MetricsCollector, resource};
 use telegen_export::payload::Encoder;
@@ -215,24 +217,27 @@ fn replay() {
     );
     let period = last - first + 1_000_000;
 
-    let mut tcp = TcpTracker::new(TcpLimits {
-        connections: 4096,
-        listeners: 256,
-        series_per_metric: 1000,
-    });
-    let mut http = HttpTracker::new(
-        HttpLimits {
-            connections: 1024,
-            exchanges: 1024,
-            spans: 8192,
+    let mut t = Trackers {
+        tcp: TcpTracker::new(TcpLimits {
+            connections: 4096,
+            listeners: 256,
             series_per_metric: 1000,
-        },
-        7,
-        Sampling {
-            parent_based: true,
-            root: RootSampling::AlwaysOn,
-        },
-    );
+        }),
+        http: HttpTracker::new(
+            HttpLimits {
+                connections: 1024,
+                exchanges: 1024,
+                spans: 8192,
+                series_per_metric: 1000,
+            },
+            7,
+            Sampling {
+                parent_based: true,
+                root: RootSampling::AlwaysOn,
+            },
+        ),
+        redis: RedisTracker::new(128, 1000),
+    };
     let mut counters = AgentCounters::default();
     let mut encoder = Encoder::default();
     let mut writer = telegen_export::spanpb::SpanWriter::default();
@@ -257,7 +262,7 @@ fn replay() {
         for &(a, n) in &spans_at {
             let a0 = ALLOCS.load(Ordering::Relaxed);
             let t0 = Instant::now();
-            let _ = pipeline::on_record(&buf[a..a + n], &mut tcp, &mut http, &mut counters);
+            let _ = pipeline::on_record(&buf[a..a + n], &mut t, &mut counters);
             record_ns += t0.elapsed().as_nanos();
             hot_allocs += ALLOCS.load(Ordering::Relaxed) - a0;
             records += 1;
@@ -267,7 +272,7 @@ fn replay() {
                 since_spans = 0;
                 let t1 = Instant::now();
                 let (n, b) =
-                    export_spans(&mut http, &mut writer, &mut encoder, &res, &mut counters);
+                    export_spans(&mut t.http, &mut writer, &mut encoder, &res, &mut counters);
                 span_ns += t1.elapsed().as_nanos();
                 spans += n;
                 span_bytes += b;
@@ -276,8 +281,9 @@ fn replay() {
                 since_metrics = 0;
                 let t2 = Instant::now();
                 let mut c = MetricsCollector::new(1, 2);
-                tcp.report(&mut c);
-                http.report(&mut c);
+                t.tcp.report(&mut c);
+                t.http.report(&mut c);
+                t.redis.report(&mut c);
                 counters.report(&mut c);
                 let mut out = Vec::new();
                 for req in c.into_requests(&res, 2000) {
@@ -290,7 +296,7 @@ fn replay() {
         }
     }
     let t1 = Instant::now();
-    let (n, b) = export_spans(&mut http, &mut writer, &mut encoder, &res, &mut counters);
+    let (n, b) = export_spans(&mut t.http, &mut writer, &mut encoder, &res, &mut counters);
     span_ns += t1.elapsed().as_nanos();
     spans += n;
     span_bytes += b;

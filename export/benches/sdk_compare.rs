@@ -89,6 +89,7 @@ fn telegen(n: usize, level: u32) -> (Duration, u64, u64) {
         let _ = method.push_str("GET");
         batch.push(Span {
             side: Side::Server,
+            protocol: telegen_core::record::Protocol::Http,
             context: SpanContext {
                 trace_id: s.trace,
                 span_id: s.span,
@@ -102,6 +103,7 @@ fn telegen(n: usize, level: u32) -> (Duration, u64, u64) {
             status: s.status,
             minor_version: 1,
             broken: None,
+            db_error: heapless::String::new(),
             tls: false,
             local: lo,
             local_port: 8080,

@@ -42,7 +42,10 @@ impl ConsoleSink {
         let _ = write!(
             out,
             "span {kind} {name} {} {:.3}ms {}[{}] {server}:{port} trace={} span={}",
-            s.status,
+            match s.protocol {
+                telegen_core::record::Protocol::Http => s.status.to_string(),
+                telegen_core::record::Protocol::Redis => "redis".to_string(),
+            },
             (s.end_ns - s.start_ns) as f64 / 1e6,
             comm_str(&s.process.comm),
             s.process.pid,

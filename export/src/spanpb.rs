@@ -9,7 +9,7 @@
 use crate::otlp::SCOPE_NAME;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
-use telegen_core::http::Span;
+use telegen_core::http::{Protocol, Span};
 use telegen_core::record::{IpAddr, comm_str};
 use telegen_core::tcp::Side;
 
@@ -193,11 +193,19 @@ fn write_span(out: &mut Vec<u8>, s: &Span, unix_offset_ns: u64) {
     fixed64_field(out, 8, s.end_ns.saturating_add(unix_offset_ns));
     let (server, server_port) = s.server();
     let (client, client_port) = s.client();
-    let version = if s.minor_version == 0 { "1.0" } else { "1.1" };
-    kv_str(out, 9, "http.request.method", &s.method);
-    kv_str(out, 9, "url.path", &s.path);
-    kv_str(out, 9, "url.scheme", s.scheme());
-    kv_str(out, 9, "network.protocol.version", version);
+    match s.protocol {
+        Protocol::Http => {
+            let version = if s.minor_version == 0 { "1.0" } else { "1.1" };
+            kv_str(out, 9, "http.request.method", &s.method);
+            kv_str(out, 9, "url.path", &s.path);
+            kv_str(out, 9, "url.scheme", s.scheme());
+            kv_str(out, 9, "network.protocol.version", version);
+        }
+        Protocol::Redis => {
+            kv_str(out, 9, "db.system.name", "redis");
+            kv_str(out, 9, "db.operation.name", &s.method);
+        }
+    }
     kv_str(out, 9, "server.address", &addr(server));
     kv_int(out, 9, "server.port", i64::from(server_port));
     kv_str(out, 9, "client.address", &addr(client));
@@ -241,6 +249,7 @@ mod tests {
         }
         Span {
             side,
+            protocol: telegen_core::record::Protocol::Http,
             context: SpanContext {
                 trace_id: [pid as u8; 16],
                 span_id: [status as u8; 8],
@@ -254,6 +263,7 @@ mod tests {
             status,
             minor_version: (status % 2) as u8,
             broken: (status == 0).then_some(Broken::Closed),
+            db_error: heapless::String::new(),
             tls: status == 404,
             local: a,
             local_port: 8443,
@@ -261,6 +271,16 @@ mod tests {
             remote_port: 51234,
             process: Process { pid, comm },
         }
+    }
+
+    fn redis(side: Side, error: &str) -> Span {
+        let mut s = span(11, side, 0, false, false);
+        s.protocol = telegen_core::record::Protocol::Redis;
+        s.broken = None;
+        s.path = Path::new();
+        s.method = heapless::String::try_from("LPUSH").unwrap();
+        s.db_error = heapless::String::try_from(error).unwrap();
+        s
     }
 
     #[test]
@@ -271,6 +291,8 @@ mod tests {
             span(7, Side::Client, 404, false, false),
             span(7, Side::Server, 0, true, false),
             span(9, Side::Server, 201, false, false),
+            redis(Side::Client, "WRONGTYPE"),
+            redis(Side::Server, ""),
         ];
         let mut resource = Resource::default();
         resource.attributes.push(prost_kv("service.name", "edge"));
@@ -284,6 +306,23 @@ mod tests {
         assert_eq!(built.len(), 1);
         assert_eq!(direct, built[0]);
         assert_eq!(out, built[0].encode_to_vec(), "even byte for byte");
+        // A Redis span: the database attributes, its error, its name.
+        let r = &direct.resource_spans.last().unwrap().scope_spans[0].spans;
+        let keys: Vec<&str> = r[0].attributes.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "db.system.name",
+                "db.operation.name",
+                "server.address",
+                "server.port",
+                "client.address",
+                "client.port",
+                "error.type"
+            ]
+        );
+        assert_eq!((r[0].name.as_str(), r[1].attributes.len()), ("LPUSH", 6));
+        assert_eq!(r[0].status.as_ref().map(|s| s.code), Some(2));
         // The buffers are reused: a second, smaller write is not polluted by the first.
         w.write(&spans[..1], &resource, offset, &mut out);
         let again = ExportTraceServiceRequest::decode(&out[..]).unwrap();

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span as OtlpSpan, Status, span::SpanKind, status::StatusCode,
 };
 use prost::Message;
-use telegen_core::http::Span;
+use telegen_core::http::{Protocol, Span};
 use telegen_core::record::comm_str;
 use telegen_core::tcp::Side;
 
@@ -35,16 +35,24 @@ pub fn otlp_span(s: &Span, unix_offset_ns: u64) -> OtlpSpan {
     let (server, server_port) = s.server();
     let (client, client_port) = s.client();
     let version = if s.minor_version == 0 { "1.0" } else { "1.1" };
-    let mut attributes = vec![
-        kv_str("http.request.method", &s.method),
-        kv_str("url.path", &s.path),
-        kv_str("url.scheme", s.scheme()),
-        kv_str("network.protocol.version", version),
+    let mut attributes = match s.protocol {
+        Protocol::Http => vec![
+            kv_str("http.request.method", &s.method),
+            kv_str("url.path", &s.path),
+            kv_str("url.scheme", s.scheme()),
+            kv_str("network.protocol.version", version),
+        ],
+        Protocol::Redis => vec![
+            kv_str("db.system.name", "redis"),
+            kv_str("db.operation.name", &s.method),
+        ],
+    };
+    attributes.extend([
         kv_str("server.address", &server.to_string()),
         kv_int("server.port", i64::from(server_port)),
         kv_str("client.address", &client.to_string()),
         kv_int("client.port", i64::from(client_port)),
-    ];
+    ]);
     if s.status != 0 {
         attributes.push(kv_int("http.response.status_code", i64::from(s.status)));
     }
@@ -201,6 +209,7 @@ mod tests {
         comm[..5].copy_from_slice(b"nginx");
         Span {
             side: Side::Server,
+            protocol: telegen_core::record::Protocol::Http,
             context: SpanContext {
                 trace_id: [1; 16],
                 span_id: [2; 8],
@@ -214,6 +223,7 @@ mod tests {
             status,
             minor_version: 1,
             broken: None,
+            db_error: heapless::String::new(),
             tls: false,
             local: IpAddr {
                 v6: false,

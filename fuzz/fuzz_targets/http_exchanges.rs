@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
             local_port: 80,
             remote_port: 4000 + fd as u16,
             tls: op & 32 != 0,
+            protocol: telegen_core::record::Protocol::Http,
             data: bytes,
         };
         t.on_data(&r, &mut counters);

@@ -20,7 +20,8 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use telegen_config::{Config, RootSampler, Signal};
 use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
-use telegen_core::pipeline;
+use telegen_core::pipeline::{self, Trackers};
+use telegen_core::redis::RedisTracker;
 use telegen_core::selfmetrics::AgentCounters;
 use telegen_core::tcp::{Process, TcpLimits, TcpTracker};
 use telegen_export::client::Batch;
@@ -50,8 +51,8 @@ pub struct Agent {
     poll: Poll,
     kernel: Kernel,
     signals: Signals,
-    tracker: TcpTracker,
-    http: HttpTracker,
+    /// TCP connections, HTTP and Redis exchanges (and the span queue).
+    t: Trackers,
     counters: AgentCounters,
     metrics: Option<Connection>,
     traces: Option<Connection>,
@@ -174,13 +175,20 @@ impl Agent {
         );
         let encoder = Encoder::with_level(config.otlp.gzip_level);
         let http = HttpTracker::new(Self::http_limits(&config), id_seed(), sampling(&config));
+        let redis = RedisTracker::new(
+            config.limits.db_connections,
+            config.limits.series_per_metric,
+        );
         Ok(Self {
             config,
             poll,
             kernel,
             signals,
-            tracker,
-            http,
+            t: Trackers {
+                tcp: tracker,
+                http,
+                redis,
+            },
             counters,
             metrics,
             traces,
@@ -320,7 +328,7 @@ impl Agent {
                 next_drain = now + DRAIN_INTERVAL;
             }
             // A full batch goes at once, as the OTel batch span processor does.
-            if now >= next_spans || self.http.spans().len() >= self.config.traces.batch_size {
+            if now >= next_spans || self.t.http.spans().len() >= self.config.traces.batch_size {
                 self.export_spans(now);
                 next_spans = now + span_interval;
             }
@@ -338,13 +346,13 @@ impl Agent {
 
     /// Reads the kernel's records until none is left. Allocates nothing.
     fn drain(&mut self, last: bool) {
-        let (tcp, http, counters) = (&mut self.tracker, &mut self.http, &mut self.counters);
+        let (trackers, counters) = (&mut self.t, &mut self.counters);
         let recorder = &mut self.recorder;
         let lost = self.kernel.drain(last, |bytes| {
             if let Some(r) = recorder.as_mut() {
                 r.record(bytes);
             }
-            if let Err(e) = pipeline::on_record(bytes, tcp, http, counters) {
+            if let Err(e) = pipeline::on_record(bytes, trackers, counters) {
                 log::debug!("bad record from the kernel: {e}");
             }
         });
@@ -359,20 +367,20 @@ impl Agent {
 
     /// Hands the finished spans to the console and the traces exporter.
     fn export_spans(&mut self, now: Instant) {
-        if self.http.spans().is_empty() {
+        if self.t.http.spans().is_empty() {
             return;
         }
         let offset = unix_ns().saturating_sub(crate::kernel::monotonic_ns());
         if self.config.console {
             let mut out = std::io::stdout().lock();
-            for s in self.http.spans().iter() {
+            for s in self.t.http.spans().iter() {
                 let _ = writeln!(out, "{}", ConsoleSink::span_line(s));
             }
             let _ = out.flush();
         }
         let Some(conn) = self.traces.as_mut() else {
             // Console only.
-            self.http.spans().clear();
+            self.t.http.spans().clear();
             return;
         };
         let out = Out {
@@ -381,7 +389,7 @@ impl Agent {
             poll: &self.poll,
             now,
         };
-        let spans = self.http.spans();
+        let spans = self.t.http.spans();
         if conn.codec().format == Format::Protobuf {
             // Written straight from the spans, without building the message structs.
             let mut batches = Vec::new();
@@ -415,8 +423,9 @@ impl Agent {
         let now_unix = unix_ns();
         if self.config.console {
             let mut sink = ConsoleSink::default();
-            self.tracker.report(&mut sink);
-            self.http.report(&mut sink);
+            self.t.tcp.report(&mut sink);
+            self.t.http.report(&mut sink);
+            self.t.redis.report(&mut sink);
             self.counters.report(&mut sink);
             for c in [&self.metrics, &self.traces].into_iter().flatten() {
                 c.report(&mut sink);
@@ -429,8 +438,9 @@ impl Agent {
             return;
         };
         let mut collector = MetricsCollector::new(self.start_unix_ns, now_unix);
-        self.tracker.report(&mut collector);
-        self.http.report(&mut collector);
+        self.t.tcp.report(&mut collector);
+        self.t.http.report(&mut collector);
+        self.t.redis.report(&mut collector);
         self.counters.report(&mut collector);
         conn.report(&mut collector);
         if let Some(t) = &self.traces {

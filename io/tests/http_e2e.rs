@@ -11,60 +11,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
 use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
+use telegen_core::pipeline::{self, Trackers};
+use telegen_core::recording;
+use telegen_core::redis::RedisTracker;
 use telegen_core::selfmetrics::AgentCounters;
 use telegen_core::tcp::{Side, TcpLimits, TcpTracker};
-use telegen_core::{pipeline, recording};
-
-/// One span as received.
-#[derive(Debug, Clone)]
-struct SpanSeen {
-    resource: Vec<(String, String)>,
-    name: String,
-    kind: String,
-    trace_id: String,
-    span_id: String,
-    parent: String,
-    attrs: Vec<(String, String)>,
-    status: String,
-}
-
-impl SpanSeen {
-    fn attr(&self, k: &str) -> Option<&str> {
-        attr(&self.attrs, k)
-    }
-    fn process(&self) -> &str {
-        attr(&self.resource, "process.executable.name").unwrap_or("")
-    }
-}
-
-fn spans(requests: &[Value]) -> Vec<SpanSeen> {
-    let mut out = Vec::new();
-    for r in requests {
-        for rs in r["request"]["resourceSpans"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let resource = attrs(&rs["resource"]);
-            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
-                for s in ss["spans"].as_array().into_iter().flatten() {
-                    let text = |k: &str| s[k].as_str().unwrap_or("").to_string();
-                    out.push(SpanSeen {
-                        resource: resource.clone(),
-                        name: text("name"),
-                        kind: text("kind"),
-                        trace_id: text("traceId"),
-                        span_id: text("spanId"),
-                        parent: text("parentSpanId"),
-                        attrs: attrs(s),
-                        status: s["status"]["code"].as_str().unwrap_or("").to_string(),
-                    });
-                }
-            }
-        }
-    }
-    out
-}
 
 /// Ids as the JSON mapping of protobuf writes bytes: base64.
 fn b64(hex: &str) -> String {
@@ -456,33 +407,36 @@ c.close()
 /// `port` by side and status, in the order (server, client) × (200, 404, 500).
 fn replay(path: &Path, port: u16) -> Vec<(Side, u16, usize)> {
     let buf = std::fs::read(path).expect("the recording");
-    let mut tcp = TcpTracker::new(TcpLimits {
-        connections: 1024,
-        listeners: 64,
-        series_per_metric: 100,
-    });
-    let mut http = HttpTracker::new(
-        HttpLimits {
+    let mut t = Trackers {
+        tcp: TcpTracker::new(TcpLimits {
             connections: 1024,
-            exchanges: 1024,
-            spans: 4096,
+            listeners: 64,
             series_per_metric: 100,
-        },
-        1,
-        Sampling {
-            parent_based: false,
-            root: RootSampling::AlwaysOn,
-        },
-    );
+        }),
+        http: HttpTracker::new(
+            HttpLimits {
+                connections: 1024,
+                exchanges: 1024,
+                spans: 4096,
+                series_per_metric: 100,
+            },
+            1,
+            Sampling {
+                parent_based: false,
+                root: RootSampling::AlwaysOn,
+            },
+        ),
+        redis: RedisTracker::new(16, 100),
+    };
     let mut counters = AgentCounters::default();
     let mut n = 0;
     for r in recording::records(&buf).expect("a recording") {
         let r = r.expect("no torn record after a clean stop");
-        pipeline::on_record(r, &mut tcp, &mut http, &mut counters).expect("records decode");
+        pipeline::on_record(r, &mut t, &mut counters).expect("records decode");
         n += 1;
     }
     assert!(n > 0, "nothing was recorded");
-    let spans = http.spans();
+    let spans = t.http.spans();
     let mut out = Vec::new();
     for side in [Side::Server, Side::Client] {
         for status in [200, 404, 500] {

@@ -172,6 +172,8 @@ pub struct DataEvent {
 pub mod data_flags {
     /// The bytes are TLS plaintext, taken from the TLS library (`SSL_read`/`SSL_write`).
     pub const TLS: u16 = 1;
+    /// The descriptor speaks Redis (RESP): every call on it is captured, however short.
+    pub const REDIS: u16 = 2;
 }
 
 /// Name of the uprobes on OpenSSL's `libssl`: `(program, symbol)`.

@@ -285,7 +285,8 @@ fn perf_output<C: EbpfContext, T>(ctx: &C, event: &T, size: u64) -> Result<(), K
 // `sock:sock_recv_length` / `sock:sock_send_length` (Linux 6.4+) fire in the same thread when
 // the descriptor is a socket, naming its `struct sock`: only such calls, on TCP, are captured,
 // at the exit, with the connection read from the socket. Writes are kept only when their
-// first bytes look like HTTP; reads are looked at when they return.
+// first bytes look like HTTP or a Redis command, or when their descriptor already carried
+// Redis (whose replies can be a few bytes of anything); reads are looked at when they return.
 //
 // The records of `syscalls:sys_enter_*` are the common fields (8 bytes), the syscall number
 // (8 with padding), then each argument as 8 bytes from offset 16; `sys_exit_*` records hold
@@ -329,13 +330,51 @@ const DATA_HEADER: usize = core::mem::size_of::<DataEvent>() - DATA_CAP;
 #[map(name = "PENDING")]
 static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(8192, 0);
 
-/// Descriptors (tgid << 32 | fd) that carried captured bytes: their close is reported.
+/// Descriptors (tgid << 32 | fd) that carried captured bytes, with their protocol
+/// ([`FD_HTTP`], [`FD_REDIS`]): their close is reported.
 #[map(name = "CAPTURED_FDS")]
 static CAPTURED_FDS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
 
 /// Room to build a [`DataEvent`], larger than the BPF stack.
 #[map(name = "DATA_SCRATCH")]
 static DATA_SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+
+const FD_HTTP: u8 = 1;
+const FD_REDIS: u8 = 2;
+
+/// `CAPTURED_FDS` key of this process's descriptor `fd`.
+#[inline(always)]
+fn fd_key(fd: u32) -> u64 {
+    (bpf_get_current_pid_tgid() & 0xffff_ffff_0000_0000) | u64::from(fd)
+}
+
+/// The protocol a descriptor of this process carried, 0 if none.
+#[inline(always)]
+fn fd_protocol(fd: u32) -> u8 {
+    // SAFETY: the value is copied at once.
+    unsafe { CAPTURED_FDS.get(&fd_key(fd)) }
+        .copied()
+        .unwrap_or(0)
+}
+
+/// What `len` bytes at `buf`, moved on `fd`, are: a protocol to capture, or 0.
+#[inline(always)]
+fn protocol_of(fd: u32, buf: u64, len: u64) -> u8 {
+    if len >= 8
+        && let Some(h) = peek(buf)
+    {
+        if looks_like_http(&h) {
+            return FD_HTTP;
+        }
+        if looks_like_resp_command(&h) {
+            return FD_REDIS;
+        }
+    }
+    if len > 0 && fd_protocol(fd) == FD_REDIS {
+        return FD_REDIS;
+    }
+    0
+}
 
 #[inline(always)]
 fn arg(ctx: &TracePointContext, at: usize) -> u64 {
@@ -364,6 +403,16 @@ fn looks_like_http(b: &[u8; 8]) -> bool {
             | [b'O', b'P', b'T', b'I', b'O', b'N', b'S', b' ']
             | [b'H', b'T', b'T', b'P', b'/', b'1', b'.', _]
     )
+}
+
+/// Whether the first bytes start a Redis command: an array of bulk strings (`*N\r\n$`).
+#[inline(always)]
+fn looks_like_resp_command(b: &[u8; 8]) -> bool {
+    match b {
+        [b'*', d, b'\r', b'\n', b'$', ..] => d.is_ascii_digit(),
+        [b'*', d, e, b'\r', b'\n', b'$', ..] => d.is_ascii_digit() && e.is_ascii_digit(),
+        _ => false,
+    }
 }
 
 /// The first buffer of a call: `(base, len)`. `len` is the buffer's size, not what moved.
@@ -402,11 +451,11 @@ fn enter(ctx: &TracePointContext, how: u32, dir: u32) -> u32 {
     }
     let ptr = arg(ctx, ARG1);
     if dir == direction::EGRESS {
-        // What is written is known now: keep only what looks like HTTP.
+        // What is written is known now: keep only what a protocol tracer wants.
         let Some((buf, len)) = first_buffer(ptr, how, arg(ctx, ARG2)) else {
             return 0;
         };
-        if len < 8 || !peek(buf).is_some_and(|h| looks_like_http(&h)) {
+        if protocol_of(arg(ctx, ARG0) as u32, buf, len) == 0 {
             return 0;
         }
     }
@@ -594,7 +643,7 @@ fn read_sock<T>(sock: u64, at: u32) -> Result<T, KernelDrop> {
         .map_err(|_| KernelDrop::ReadFailed)
 }
 
-/// Captures up to [`DATA_CAP`] of the `len` bytes at `buf` if they look like HTTP.
+/// Captures up to [`DATA_CAP`] of the `len` bytes at `buf` if a protocol tracer wants them.
 #[inline(always)]
 fn capture<C: EbpfContext>(
     ctx: &C,
@@ -603,7 +652,8 @@ fn capture<C: EbpfContext>(
     len: u64,
     moved: u64,
 ) -> Result<(), KernelDrop> {
-    if len < 8 || !peek(buf).is_some_and(|h| looks_like_http(&h)) {
+    let protocol = protocol_of(p.fd, buf, len);
+    if protocol == 0 {
         return Ok(());
     }
     let Some(event) = DATA_SCRATCH.get_ptr_mut(0) else {
@@ -644,7 +694,12 @@ fn capture<C: EbpfContext>(
     event.sport = read_sock(p.sock, off.num)?;
     event.dport = u16::from_be(dport);
     event.family = family;
-    event.flags = p.flags;
+    event.flags = p.flags
+        | if protocol == FD_REDIS {
+            data_flags::REDIS
+        } else {
+            0
+        };
     event.sock = p.sock;
     let pid_tgid = bpf_get_current_pid_tgid();
     event.header = EventHeader {
@@ -660,8 +715,7 @@ fn capture<C: EbpfContext>(
     event.direction = p.dir;
     event.len = moved as u32;
     event.captured = n as u32;
-    let key = (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(p.fd);
-    let _ = CAPTURED_FDS.insert(&key, &1, 0);
+    let _ = CAPTURED_FDS.insert(&fd_key(p.fd), &protocol, 0);
     // Only the captured bytes travel: a status line costs about 130 bytes of ring, not 616.
     let size = DATA_HEADER as u64 + n;
     event.header.size = size as u32;

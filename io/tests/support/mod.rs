@@ -350,3 +350,54 @@ pub fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or(0.0)
         / 1e9
 }
+
+/// One span as received.
+#[derive(Debug, Clone)]
+pub struct SpanSeen {
+    pub resource: Vec<(String, String)>,
+    pub name: String,
+    pub kind: String,
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent: String,
+    pub attrs: Vec<(String, String)>,
+    pub status: String,
+}
+
+impl SpanSeen {
+    pub fn attr(&self, k: &str) -> Option<&str> {
+        attr(&self.attrs, k)
+    }
+    pub fn process(&self) -> &str {
+        attr(&self.resource, "process.executable.name").unwrap_or("")
+    }
+}
+
+pub fn spans(requests: &[Value]) -> Vec<SpanSeen> {
+    let mut out = Vec::new();
+    for r in requests {
+        for rs in r["request"]["resourceSpans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let resource = attrs(&rs["resource"]);
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for s in ss["spans"].as_array().into_iter().flatten() {
+                    let text = |k: &str| s[k].as_str().unwrap_or("").to_string();
+                    out.push(SpanSeen {
+                        resource: resource.clone(),
+                        name: text("name"),
+                        kind: text("kind"),
+                        trace_id: text("traceId"),
+                        span_id: text("spanId"),
+                        parent: text("parentSpanId"),
+                        attrs: attrs(s),
+                        status: s["status"]["code"].as_str().unwrap_or("").to_string(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
