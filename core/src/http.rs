@@ -182,9 +182,16 @@ impl Span {
     /// The low-cardinality name: `GET /users/{id}`.
     pub fn name(&self, out: &mut heapless::String<{ PATH_CAP + 20 }>) {
         let _ = out.push_str(&self.method);
-        if self.protocol != Protocol::Http {
+        match self.protocol {
+            Protocol::Http => {}
             // Database spans: the operation.
-            return;
+            Protocol::Redis => return,
+            // Messaging spans: the operation and the topic, ids collapsed.
+            Protocol::Mqtt => {
+                if self.path.is_empty() {
+                    return;
+                }
+            }
         }
         let _ = out.push(' ');
         let mut r = Path::new();

@@ -2,6 +2,7 @@
 //! of recordings (benchmarks, tests) so that they measure and check the agent's own path.
 
 use crate::http::HttpTracker;
+use crate::mqtt::MqttTracker;
 use crate::record::{DecodeError, Protocol, Record, decode};
 use crate::redis::RedisTracker;
 use crate::selfmetrics::{AgentCounters, DropReason};
@@ -13,6 +14,7 @@ pub struct Trackers {
     /// HTTP exchanges, and the span queue of every protocol.
     pub http: HttpTracker,
     pub redis: RedisTracker,
+    pub mqtt: MqttTracker,
 }
 
 /// Decodes `bytes` and hands the record to the tracker it belongs to. A record that does not
@@ -32,12 +34,14 @@ pub fn on_record(
             match r.protocol {
                 Protocol::Http => t.http.on_data(&r, counters),
                 Protocol::Redis => t.redis.on_data(&r, &mut t.http, counters),
+                Protocol::Mqtt => t.mqtt.on_data(&r, &mut t.http, counters),
             }
         }
         Ok(Record::Close(r)) => {
             counters.events += 1;
             t.http.on_close(&r, counters);
             t.redis.on_close(&r, &mut t.http, counters);
+            t.mqtt.on_close(&r, &mut t.http, counters);
         }
         Err(e) => {
             counters.drop(DropReason::DecodeError, 1);

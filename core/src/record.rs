@@ -167,6 +167,7 @@ pub enum Protocol {
     #[default]
     Http,
     Redis,
+    Mqtt,
 }
 
 /// A descriptor that carried data was closed.
@@ -279,10 +280,10 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
                 local_port: f.u16(96),
                 remote_port: f.u16(98),
                 tls: f.u16(102) & data_flags::TLS != 0,
-                protocol: if f.u16(102) & data_flags::REDIS != 0 {
-                    Protocol::Redis
-                } else {
-                    Protocol::Http
+                protocol: match f.u16(102) {
+                    fl if fl & data_flags::REDIS != 0 => Protocol::Redis,
+                    fl if fl & data_flags::MQTT != 0 => Protocol::Mqtt,
+                    _ => Protocol::Http,
                 },
                 data: &buf[104..104 + captured as usize],
             }));

@@ -237,6 +237,7 @@ fn replay() {
             },
         ),
         redis: RedisTracker::new(128, 1000),
+        mqtt: telegen_core::mqtt::MqttTracker::new(128, 1000),
     };
     let mut counters = AgentCounters::default();
     let mut encoder = Encoder::default();
@@ -284,6 +285,7 @@ fn replay() {
                 t.tcp.report(&mut c);
                 t.http.report(&mut c);
                 t.redis.report(&mut c);
+                t.mqtt.report(&mut c);
                 counters.report(&mut c);
                 let mut out = Vec::new();
                 for req in c.into_requests(&res, 2000) {

@@ -45,6 +45,7 @@ impl ConsoleSink {
             match s.protocol {
                 telegen_core::record::Protocol::Http => s.status.to_string(),
                 telegen_core::record::Protocol::Redis => "redis".to_string(),
+                telegen_core::record::Protocol::Mqtt => "mqtt".to_string(),
             },
             (s.end_ns - s.start_ns) as f64 / 1e6,
             comm_str(&s.process.comm),

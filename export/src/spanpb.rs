@@ -175,6 +175,17 @@ pub fn batches(
     }
 }
 
+/// The OTLP span kind: SERVER 2, CLIENT 3, PRODUCER 4, CONSUMER 5.
+pub fn span_kind(s: &Span) -> i32 {
+    match (s.protocol, s.method.as_str(), s.side) {
+        (Protocol::Mqtt, "publish", _) => 4,
+        (Protocol::Mqtt, "receive", _) => 5,
+        (Protocol::Mqtt, _, _) => 3,
+        (_, _, Side::Server) => 2,
+        (_, _, Side::Client) => 3,
+    }
+}
+
 fn write_span(out: &mut Vec<u8>, s: &Span, unix_offset_ns: u64) {
     bytes_field(out, 1, &s.context.trace_id);
     bytes_field(out, 2, &s.context.span_id);
@@ -184,10 +195,7 @@ fn write_span(out: &mut Vec<u8>, s: &Span, unix_offset_ns: u64) {
     let mut name = heapless::String::new();
     s.name(&mut name);
     bytes_field(out, 5, name.as_bytes());
-    let kind = match s.side {
-        Side::Server => 2,
-        Side::Client => 3,
-    };
+    let kind = span_kind(s) as u64;
     varint_field(out, 6, kind);
     fixed64_field(out, 7, s.start_ns.saturating_add(unix_offset_ns));
     fixed64_field(out, 8, s.end_ns.saturating_add(unix_offset_ns));
@@ -204,6 +212,16 @@ fn write_span(out: &mut Vec<u8>, s: &Span, unix_offset_ns: u64) {
         Protocol::Redis => {
             kv_str(out, 9, "db.system.name", "redis");
             kv_str(out, 9, "db.operation.name", &s.method);
+        }
+        Protocol::Mqtt => {
+            kv_str(out, 9, "messaging.system", "mqtt");
+            kv_str(out, 9, "messaging.operation.name", &s.method);
+            if let Some(t) = telegen_core::mqtt::operation_type(&s.method) {
+                kv_str(out, 9, "messaging.operation.type", t);
+            }
+            if !s.path.is_empty() {
+                kv_str(out, 9, "messaging.destination.name", &s.path);
+            }
         }
     }
     kv_str(out, 9, "server.address", &addr(server));

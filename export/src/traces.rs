@@ -11,12 +11,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
-    ResourceSpans, ScopeSpans, Span as OtlpSpan, Status, span::SpanKind, status::StatusCode,
+    ResourceSpans, ScopeSpans, Span as OtlpSpan, Status, status::StatusCode,
 };
 use prost::Message;
 use telegen_core::http::{Protocol, Span};
 use telegen_core::record::comm_str;
-use telegen_core::tcp::Side;
 
 fn kv_int(key: &str, v: i64) -> KeyValue {
     KeyValue {
@@ -46,6 +45,19 @@ pub fn otlp_span(s: &Span, unix_offset_ns: u64) -> OtlpSpan {
             kv_str("db.system.name", "redis"),
             kv_str("db.operation.name", &s.method),
         ],
+        Protocol::Mqtt => {
+            let mut a = vec![
+                kv_str("messaging.system", "mqtt"),
+                kv_str("messaging.operation.name", &s.method),
+            ];
+            if let Some(t) = telegen_core::mqtt::operation_type(&s.method) {
+                a.push(kv_str("messaging.operation.type", t));
+            }
+            if !s.path.is_empty() {
+                a.push(kv_str("messaging.destination.name", &s.path));
+            }
+            a
+        }
     };
     attributes.extend([
         kv_str("server.address", &server.to_string()),
@@ -71,10 +83,7 @@ pub fn otlp_span(s: &Span, unix_offset_ns: u64) -> OtlpSpan {
         },
         flags: 0x100 | u32::from(s.context.sampled),
         name: name.to_string(),
-        kind: match s.side {
-            Side::Server => SpanKind::Server,
-            Side::Client => SpanKind::Client,
-        } as i32,
+        kind: crate::spanpb::span_kind(s),
         start_time_unix_nano: s.start_ns.saturating_add(unix_offset_ns),
         end_time_unix_nano: s.end_ns.saturating_add(unix_offset_ns),
         attributes,
@@ -196,9 +205,10 @@ impl OtlpRequest for ExportTraceServiceRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
     use telegen_core::http::{Path, SpanContext};
     use telegen_core::record::IpAddr;
-    use telegen_core::tcp::Process;
+    use telegen_core::tcp::{Process, Side};
 
     fn span(pid: u32, status: u16) -> Span {
         let mut path = Path::new();

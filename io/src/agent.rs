@@ -20,6 +20,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use telegen_config::{Config, RootSampler, Signal};
 use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
+use telegen_core::mqtt::MqttTracker;
 use telegen_core::pipeline::{self, Trackers};
 use telegen_core::redis::RedisTracker;
 use telegen_core::selfmetrics::AgentCounters;
@@ -179,6 +180,10 @@ impl Agent {
             config.limits.db_connections,
             config.limits.series_per_metric,
         );
+        let mqtt = MqttTracker::new(
+            config.limits.db_connections,
+            config.limits.series_per_metric,
+        );
         Ok(Self {
             config,
             poll,
@@ -188,6 +193,7 @@ impl Agent {
                 tcp: tracker,
                 http,
                 redis,
+                mqtt,
             },
             counters,
             metrics,
@@ -426,6 +432,7 @@ impl Agent {
             self.t.tcp.report(&mut sink);
             self.t.http.report(&mut sink);
             self.t.redis.report(&mut sink);
+            self.t.mqtt.report(&mut sink);
             self.counters.report(&mut sink);
             for c in [&self.metrics, &self.traces].into_iter().flatten() {
                 c.report(&mut sink);
@@ -441,6 +448,7 @@ impl Agent {
         self.t.tcp.report(&mut collector);
         self.t.http.report(&mut collector);
         self.t.redis.report(&mut collector);
+        self.t.mqtt.report(&mut collector);
         self.counters.report(&mut collector);
         conn.report(&mut collector);
         if let Some(t) = &self.traces {

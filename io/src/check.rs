@@ -41,6 +41,13 @@ pub fn budget(config: &Config) -> Budget {
             config.limits.series_per_metric,
         ),
     );
+    b.add(
+        "MQTT tables and metric series",
+        telegen_core::mqtt::MqttTracker::bytes(
+            config.limits.db_connections,
+            config.limits.series_per_metric,
+        ),
+    );
     b.add("metrics export queue", config.limits.export_queue_bytes);
     if config
         .export_settings(telegen_config::Signal::Traces)

@@ -427,6 +427,7 @@ fn replay(path: &Path, port: u16) -> Vec<(Side, u16, usize)> {
             },
         ),
         redis: RedisTracker::new(16, 100),
+        mqtt: telegen_core::mqtt::MqttTracker::new(16, 100),
     };
     let mut counters = AgentCounters::default();
     let mut n = 0;

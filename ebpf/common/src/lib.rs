@@ -174,7 +174,12 @@ pub mod data_flags {
     pub const TLS: u16 = 1;
     /// The descriptor speaks Redis (RESP): every call on it is captured, however short.
     pub const REDIS: u16 = 2;
+    /// The descriptor speaks MQTT: every call on it is captured, however short.
+    pub const MQTT: u16 = 4;
 }
+
+/// The ports MQTT brokers listen on (plain, TLS): a descriptor on one of them is MQTT.
+pub const MQTT_PORTS: [u16; 2] = [1883, 8883];
 
 /// Name of the uprobes on OpenSSL's `libssl`: `(program, symbol)`.
 pub const SSL_PROBES: [(&str, &str); 8] = [

@@ -23,8 +23,8 @@ use aya_ebpf::{
 };
 use telegen_common::{
     AF_INET, CloseEvent, DATA_CAP, DEFAULT_RING_BYTES, DataEvent, EventHeader, EventKind,
-    FIELD_ABSENT, KERNEL_DROP_REASONS, KernelDrop, SockOffsets, TRANSPORT_PERF, TcpEvent,
-    TcpTpOffsets, data_flags, direction, tcp_state,
+    FIELD_ABSENT, KERNEL_DROP_REASONS, KernelDrop, MQTT_PORTS, SockOffsets, TRANSPORT_PERF,
+    TcpEvent, TcpTpOffsets, data_flags, direction, tcp_state,
 };
 
 #[map(name = "EVENTS")]
@@ -285,8 +285,10 @@ fn perf_output<C: EbpfContext, T>(ctx: &C, event: &T, size: u64) -> Result<(), K
 // `sock:sock_recv_length` / `sock:sock_send_length` (Linux 6.4+) fire in the same thread when
 // the descriptor is a socket, naming its `struct sock`: only such calls, on TCP, are captured,
 // at the exit, with the connection read from the socket. Writes are kept only when their
-// first bytes look like HTTP or a Redis command, or when their descriptor already carried
-// Redis (whose replies can be a few bytes of anything); reads are looked at when they return.
+// first bytes look like HTTP, a Redis command or an MQTT CONNECT, or when their descriptor
+// already carried Redis or MQTT (whose messages can be a few bytes of anything); reads are
+// looked at when they return, and a socket on an MQTT port is MQTT whatever its first bytes
+// (brokers read a packet's first byte alone).
 //
 // The records of `syscalls:sys_enter_*` are the common fields (8 bytes), the syscall number
 // (8 with padding), then each argument as 8 bytes from offset 16; `sys_exit_*` records hold
@@ -331,7 +333,7 @@ const DATA_HEADER: usize = core::mem::size_of::<DataEvent>() - DATA_CAP;
 static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(8192, 0);
 
 /// Descriptors (tgid << 32 | fd) that carried captured bytes, with their protocol
-/// ([`FD_HTTP`], [`FD_REDIS`]): their close is reported.
+/// ([`FD_HTTP`], [`FD_REDIS`], [`FD_MQTT`]): their close is reported.
 #[map(name = "CAPTURED_FDS")]
 static CAPTURED_FDS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
 
@@ -341,6 +343,7 @@ static DATA_SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0
 
 const FD_HTTP: u8 = 1;
 const FD_REDIS: u8 = 2;
+const FD_MQTT: u8 = 3;
 
 /// `CAPTURED_FDS` key of this process's descriptor `fd`.
 #[inline(always)]
@@ -369,9 +372,15 @@ fn protocol_of(fd: u32, buf: u64, len: u64) -> u8 {
         if looks_like_resp_command(&h) {
             return FD_REDIS;
         }
+        if looks_like_mqtt_connect(&h) {
+            return FD_MQTT;
+        }
     }
-    if len > 0 && fd_protocol(fd) == FD_REDIS {
-        return FD_REDIS;
+    if len > 0 {
+        let tagged = fd_protocol(fd);
+        if tagged == FD_REDIS || tagged == FD_MQTT {
+            return tagged;
+        }
     }
     0
 }
@@ -411,6 +420,17 @@ fn looks_like_resp_command(b: &[u8; 8]) -> bool {
     match b {
         [b'*', d, b'\r', b'\n', b'$', ..] => d.is_ascii_digit(),
         [b'*', d, e, b'\r', b'\n', b'$', ..] => d.is_ascii_digit() && e.is_ascii_digit(),
+        _ => false,
+    }
+}
+
+/// Whether the first bytes are an MQTT CONNECT: `\x10`, a remaining length of one or two
+/// bytes, then the protocol name `\0\x04MQTT`.
+#[inline(always)]
+fn looks_like_mqtt_connect(b: &[u8; 8]) -> bool {
+    match b {
+        [0x10, l, 0, 4, b'M', b'Q', b'T', b'T'] => *l & 0x80 == 0,
+        [0x10, l, m, 0, 4, b'M', b'Q', b'T'] => *l & 0x80 != 0 && *m & 0x80 == 0,
         _ => false,
     }
 }
@@ -652,7 +672,18 @@ fn capture<C: EbpfContext>(
     len: u64,
     moved: u64,
 ) -> Result<(), KernelDrop> {
-    let protocol = protocol_of(p.fd, buf, len);
+    let mut protocol = protocol_of(p.fd, buf, len);
+    // SAFETY: a read-only global that user space sets before load.
+    let off = unsafe { core::ptr::read_volatile(&SOCK_OFFSETS) };
+    if protocol == 0 && len > 0 {
+        // A socket on an MQTT port: the broker's end reads one byte at a time.
+        let local: u16 = read_sock(p.sock, off.num)?;
+        let remote: u16 = u16::from_be(read_sock(p.sock, off.dport)?);
+        let mqtt = |port: u16| port == MQTT_PORTS[0] || port == MQTT_PORTS[1];
+        if mqtt(local) || mqtt(remote) {
+            protocol = FD_MQTT;
+        }
+    }
     if protocol == 0 {
         return Ok(());
     }
@@ -676,8 +707,6 @@ fn capture<C: EbpfContext>(
     if rc < 0 {
         return Err(KernelDrop::ReadFailed);
     }
-    // SAFETY: a read-only global that user space sets before load.
-    let off = unsafe { core::ptr::read_volatile(&SOCK_OFFSETS) };
     let family: u16 = read_sock(p.sock, off.family)?;
     if family == AF_INET {
         let s: [u8; 4] = read_sock(p.sock, off.rcv_saddr)?;
@@ -695,10 +724,10 @@ fn capture<C: EbpfContext>(
     event.dport = u16::from_be(dport);
     event.family = family;
     event.flags = p.flags
-        | if protocol == FD_REDIS {
-            data_flags::REDIS
-        } else {
-            0
+        | match protocol {
+            FD_REDIS => data_flags::REDIS,
+            FD_MQTT => data_flags::MQTT,
+            _ => 0,
         };
     event.sock = p.sock;
     let pid_tgid = bpf_get_current_pid_tgid();

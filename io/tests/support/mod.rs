@@ -401,3 +401,29 @@ pub fn spans(requests: &[Value]) -> Vec<SpanSeen> {
     }
     out
 }
+
+/// Samples of histogram `metric` over every series whose attributes include `want` and
+/// whose `error.type` is `error`: each series' latest (cumulative) count, added up.
+pub fn histogram_count(
+    requests: &[Value],
+    metric: &str,
+    want: &[(&str, &str)],
+    error: Option<&str>,
+) -> u64 {
+    type Latest = (Vec<(String, String)>, u64, u64);
+    let mut seen: Vec<Latest> = Vec::new();
+    for p in points(requests, metric).iter().filter(|p| {
+        want.iter().all(|(k, v)| attr(&p.attrs, k) == Some(*v))
+            && attr(&p.attrs, "error.type") == error
+    }) {
+        match seen.iter_mut().find(|(a, _, _)| *a == p.attrs) {
+            Some(s) if s.1 < p.time => {
+                s.1 = p.time;
+                s.2 = p.value;
+            }
+            Some(_) => {}
+            None => seen.push((p.attrs.clone(), p.time, p.value)),
+        }
+    }
+    seen.iter().map(|s| s.2).sum()
+}
