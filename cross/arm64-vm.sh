@@ -91,6 +91,10 @@ done
 # and no syscall program is attached for nothing (the lists above would show them).
 [ "$(grep -c "no request tracing: it needs the tracepoints sock:sock_send_length" <<<"$clean")" = 2 ] \
   || fail "the missing request-tracing tracepoints were not reported"
+# Those programs are still shown to the arm64 verifier (loaded, not attached): all must pass.
+[ "$(grep -c "(27 of its 27 programs pass this kernel's verifier)" <<<"$clean")" = 2 ] \
+  || fail "a request-tracing program did not pass the arm64 verifier"
+! grep -q "verifier refused" <<<"$clean" || fail "the verifier refused a program"
 # busybox nc listens dual-stack and each listener is its own process: sum the series.
 sum() { grep -E "connections.opened\\{server.address=\"127.0.0.1\",server.port=$2,network.transport=\"tcp\",network.type=\"ipv4\",telegen.connection.side=\"$1\"" <<<"$clean" | awk '{s += $NF} END {print s + 0}'; }
 for port in 8080 8081; do

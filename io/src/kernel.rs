@@ -191,6 +191,33 @@ fn attach_tls(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) {
     }
 }
 
+/// Loads (verifies) the request-tracing programs without attaching them, then unloads
+/// them: (accepted, all).
+fn verify_capture(ebpf: &mut Ebpf) -> (usize, usize) {
+    let mut ok = 0;
+    let names = CAPTURE_PROGRAMS
+        .iter()
+        .map(|(_, n)| *n)
+        .chain(SSL_PROBES.iter().map(|(p, _)| *p));
+    let mut total = 0;
+    for name in names {
+        total += 1;
+        let loaded = match ebpf.program_mut(name) {
+            Some(aya::programs::Program::TracePoint(p)) => p.load().and_then(|()| p.unload()),
+            Some(aya::programs::Program::UProbe(p)) => p.load().and_then(|()| p.unload()),
+            _ => {
+                log::warn!("program {name} missing from the object");
+                continue;
+            }
+        };
+        match loaded {
+            Ok(()) => ok += 1,
+            Err(e) => log::warn!("program {name}: the verifier refused it: {e}"),
+        }
+    }
+    (ok, total)
+}
+
 fn attach_capture(ebpf: &mut Ebpf, group: &str, name: &str) -> Result<(), String> {
     let prog: &mut TracePoint = ebpf
         .program_mut(name)
@@ -369,9 +396,13 @@ impl Kernel {
         // without them the syscall programs would cost every read and write for nothing.
         let sockets_named = tracefs::sockets_named(&tracing);
         if capture && !sockets_named {
+            // Not attached, but still shown to this kernel's verifier: what a kernel upgrade
+            // would run is known to load here.
+            let (verified, total) = verify_capture(&mut ebpf);
             log::warn!(
                 "no request tracing: it needs the tracepoints sock:sock_send_length and \
-                 sock:sock_recv_length (Linux 6.4+); TCP metrics are not affected"
+                 sock:sock_recv_length (Linux 6.4+); TCP metrics are not affected \
+                 ({verified} of its {total} programs pass this kernel's verifier)"
             );
         } else if capture {
             let mut missing = Vec::new();
