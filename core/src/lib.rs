@@ -3,7 +3,7 @@
 //! Turns wire records from the kernel programs into aggregated telemetry: decoding
 //! ([`record`]), tracepoint layouts ([`tracefs`]), the TCP connection tracker ([`tcp`]), HTTP/1.x exchanges ([`http`]), Redis exchanges ([`redis`]), MQTT exchanges ([`mqtt`]),
 //! fixed-capacity tables ([`fixed_map`]), time order across per-CPU buffers ([`reorder`]), recordings for replay ([`recording`]), the per-record step ([`pipeline`]), metric series with a cardinality cap ([`metrics`]),
-//! the agent's own counters ([`selfmetrics`]) and the memory budget ([`budget`]).
+//! the agent's own counters ([`selfmetrics`]) and the memory budget ([`budget`]), containers from cgroup paths ([`cgroup`]).
 //!
 //! Invariants: no syscalls and no clock reads (time is an argument); every table is sized
 //! once at construction and never grows; nothing here panics on input, and nothing on the
@@ -14,6 +14,7 @@
 extern crate alloc;
 
 pub mod budget;
+pub mod cgroup;
 pub mod fixed_map;
 pub mod http;
 pub mod metrics;

@@ -9,6 +9,7 @@
 use crate::otlp::SCOPE_NAME;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
+use telegen_core::cgroup::Container;
 use telegen_core::http::{Protocol, Span};
 use telegen_core::record::{IpAddr, comm_str};
 use telegen_core::tcp::Side;
@@ -78,6 +79,10 @@ fn addr(a: IpAddr) -> heapless::String<48> {
 /// Writes `ExportTraceServiceRequest` bodies; keeps its scratch buffers between calls.
 #[derive(Default)]
 pub struct SpanWriter {
+    /// The containers of the processes spans may come from (filled by the caller, which
+    /// reads them): their resources carry `container.id`, `container.runtime` and
+    /// `k8s.pod.uid`.
+    pub containers: Vec<(u32, Container)>,
     span: Vec<u8>,
     scope: Vec<u8>,
     group: Vec<u8>,
@@ -120,6 +125,11 @@ impl SpanWriter {
                 "process.executable.name",
                 comm_str(&first.process.comm),
             );
+            if let Some((_, c)) = self.containers.iter().find(|(p, _)| *p == pid) {
+                for (k, v) in container_attributes(c) {
+                    kv_str(&mut self.resource, 1, k, v);
+                }
+            }
             // ScopeSpans: the scope, then the spans.
             self.scope.clear();
             let mut scope = Vec::with_capacity(32);
@@ -138,6 +148,17 @@ impl SpanWriter {
         }
         self.pids = pids;
     }
+}
+
+/// The resource attributes of a container, in the order both span writers use.
+pub fn container_attributes(c: &Container) -> impl Iterator<Item = (&'static str, &str)> {
+    [
+        Some(("container.id", c.id_str())),
+        Some(("container.runtime", c.runtime.as_str())),
+        c.pod_uid_str().map(|u| ("k8s.pod.uid", u)),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// Protobuf bodies for `spans`: at most `batch_size` spans a request, a request's plain
@@ -318,9 +339,26 @@ mod tests {
         let offset = 1_700_000_000_000_000_000;
         let mut out = Vec::new();
         let mut w = SpanWriter::default();
+        // Process 8 runs in a Kubernetes pod's container.
+        let cgroup = "0::/kubepods/burstable/pod0cd7e3ac-1d38-4a1e-8e17-5a5c0e5d8f4f/\
+7be92808767a667f35c8505cbf40d14e931ef6db5b0210329cf193b15ba9d605\n";
+        let c = telegen_core::cgroup::container(cgroup).unwrap();
+        w.containers.push((8, c));
         w.write(&spans, &resource, offset, &mut out);
         let direct = ExportTraceServiceRequest::decode(&out[..]).expect("valid protobuf");
-        let built = crate::traces::requests(spans.clone(), &resource, offset, 100);
+        let built = crate::traces::requests(spans.clone(), &resource, offset, 100, &w.containers);
+        let pod = direct.resource_spans[1].resource.as_ref().unwrap();
+        let keys: Vec<&str> = pod.attributes.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(
+            keys[keys.len() - 5..],
+            [
+                "process.pid",
+                "process.executable.name",
+                "container.id",
+                "container.runtime",
+                "k8s.pod.uid"
+            ]
+        );
         assert_eq!(built.len(), 1);
         assert_eq!(direct, built[0]);
         assert_eq!(out, built[0].encode_to_vec(), "even byte for byte");
@@ -346,7 +384,7 @@ mod tests {
         let again = ExportTraceServiceRequest::decode(&out[..]).unwrap();
         assert_eq!(
             again,
-            crate::traces::requests(spans[..1].to_vec(), &resource, offset, 9)[0]
+            crate::traces::requests(spans[..1].to_vec(), &resource, offset, 9, &w.containers)[0]
         );
     }
 

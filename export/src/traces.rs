@@ -101,6 +101,7 @@ pub fn requests(
     resource: &Resource,
     unix_offset_ns: u64,
     batch_size: usize,
+    containers: &[(u32, telegen_core::cgroup::Container)],
 ) -> Vec<ExportTraceServiceRequest> {
     let batch_size = batch_size.max(1);
     let mut out = Vec::new();
@@ -117,6 +118,11 @@ pub fn requests(
                 res.attributes.push(kv_int("process.pid", i64::from(pid)));
                 res.attributes
                     .push(kv_str("process.executable.name", comm_str(&s.process.comm)));
+                if let Some((_, c)) = containers.iter().find(|(p, _)| *p == pid) {
+                    for (k, v) in crate::spanpb::container_attributes(c) {
+                        res.attributes.push(kv_str(k, v));
+                    }
+                }
                 current.resource_spans.push(ResourceSpans {
                     resource: Some(res),
                     scope_spans: vec![ScopeSpans {
@@ -249,7 +255,7 @@ mod tests {
     #[test]
     fn groups_by_process_batches_and_splits() {
         let spans = [span(1, 200), span(2, 500), span(1, 404), span(1, 200)];
-        let reqs = requests(spans, &Resource::default(), 10_000, 3);
+        let reqs = requests(spans, &Resource::default(), 10_000, 3, &[]);
         assert_eq!(reqs.len(), 2);
         assert_eq!(reqs[0].items(), 3);
         assert_eq!(reqs[0].resource_spans.len(), 2, "one resource per process");

@@ -62,6 +62,8 @@ pub struct Agent {
     span_writer: SpanWriter,
     start_unix_ns: u64,
     recorder: Option<crate::recorder::Recorder>,
+    /// The containers of the processes spans come from.
+    procs: crate::processes::Processes,
 }
 
 impl Agent {
@@ -203,6 +205,7 @@ impl Agent {
             span_writer: SpanWriter::default(),
             start_unix_ns: unix_ns(),
             recorder,
+            procs: crate::processes::Processes::default(),
         })
     }
 
@@ -365,6 +368,7 @@ impl Agent {
         if let Some(r) = self.recorder.as_mut() {
             r.flush();
         }
+        self.procs.learn(self.t.http.spans().iter());
         if lost > 0 {
             // Already counted by the programs as kernel_ring_full when the write failed.
             log::debug!("perf buffers reported {lost} lost samples");
@@ -399,6 +403,8 @@ impl Agent {
         if conn.codec().format == Format::Protobuf {
             // Written straight from the spans, without building the message structs.
             let mut batches = Vec::new();
+            self.procs
+                .containers(spans.iter(), &mut self.span_writer.containers);
             telegen_export::spanpb::batches(
                 &mut self.span_writer,
                 out.encoder,
@@ -414,11 +420,14 @@ impl Agent {
             out.queue(conn, batches, &mut self.counters);
         } else {
             // The queue keeps its preallocated room: drained, not replaced.
+            let mut containers = Vec::new();
+            self.procs.containers(spans.iter(), &mut containers);
             let reqs = telegen_export::traces::requests(
                 spans.drain(..),
                 &self.resource,
                 offset,
                 self.config.traces.batch_size,
+                &containers,
             );
             out.send(conn, reqs, &mut self.counters);
         }

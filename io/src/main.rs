@@ -6,6 +6,7 @@ mod check;
 mod kernel;
 mod logger;
 mod privileges;
+mod processes;
 mod procfs;
 mod recorder;
 mod resource;

@@ -680,3 +680,103 @@ with tracer.start_as_current_span("GET /ok", kind=trace.SpanKind.CLIENT) as span
         .expect("the client end, seen by the agent");
     assert_eq!(client.span_id, b64(span_hex), "keeps the ids the SDK sent");
 }
+
+/// A cgroup made for a test, removed (with its parent) when dropped.
+struct Cgroup(std::path::PathBuf);
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+        if let Some(parent) = self.0.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+/// A server in a cgroup named the way docker's systemd driver names a container's: its spans
+/// carry the container, read from its real /proc/PID/cgroup; the client's do not.
+#[test]
+fn a_server_in_a_container_cgroup_carries_its_container() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let unified = mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"cgroup2"))
+        .map(|f| f[1].to_string())
+        .expect("a cgroup2 hierarchy (the unified one, or the only one)");
+    let id = format!(
+        "{:032x}{:032x}",
+        u128::from(std::process::id()) << 64 | 0xfeed,
+        0x7be9_2808_767a_667f_35c8_505c_bf40_d14e_u128
+    );
+    let cg = Cgroup(
+        Path::new(&unified)
+            .join(format!("telegen-test-{}.slice", std::process::id()))
+            .join(format!("docker-{id}.scope")),
+    );
+    std::fs::create_dir_all(&cg.0).expect("create a cgroup");
+    let port = free_port();
+    let procs = cg.0.join("cgroup.procs");
+    let script = format!(
+        "echo $$ > {} && exec python3 -m http.server {port} --bind 127.0.0.1",
+        procs.display()
+    );
+    let mut server = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cgroup_file = std::fs::read_to_string(format!("/proc/{}/cgroup", server.id())).unwrap();
+    assert!(cgroup_file.contains(&id), "{cgroup_file}");
+    let receiver = Receiver::start("http-container");
+    let mut agent = start_agent(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())],
+    );
+    for _ in 0..3 {
+        curl(&format!("http://127.0.0.1:{port}/"), &[]);
+    }
+    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(status.success(), "exit status {status:?}");
+    let all = spans(&receiver.requests());
+    let p = port.to_string();
+    let ours: Vec<&SpanSeen> = all
+        .iter()
+        .filter(|s| s.attr("server.port") == Some(p.as_str()))
+        .collect();
+    let server_spans: Vec<&&SpanSeen> = ours
+        .iter()
+        .filter(|s| s.kind == "SPAN_KIND_SERVER")
+        .collect();
+    assert_eq!(server_spans.len(), 3);
+    for s in server_spans {
+        assert_eq!(attr(&s.resource, "container.id"), Some(id.as_str()));
+        assert_eq!(attr(&s.resource, "container.runtime"), Some("docker"));
+        assert_eq!(attr(&s.resource, "k8s.pod.uid"), None);
+    }
+    let client_spans: Vec<&&SpanSeen> = ours
+        .iter()
+        .filter(|s| s.kind == "SPAN_KIND_CLIENT")
+        .collect();
+    assert_eq!(client_spans.len(), 3);
+    for s in client_spans {
+        assert_eq!(s.process(), "curl");
+        assert_eq!(
+            attr(&s.resource, "container.id"),
+            None,
+            "curl runs on the host"
+        );
+    }
+}
