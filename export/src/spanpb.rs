@@ -8,11 +8,10 @@
 
 use crate::otlp::SCOPE_NAME;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::Message;
 use telegen_core::cgroup::Container;
 use telegen_core::http::{Protocol, Span};
 use telegen_core::record::{IpAddr, comm_str};
-use telegen_core::tcp::Side;
+use telegen_core::tcp::{Process, Side};
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -79,10 +78,9 @@ fn addr(a: IpAddr) -> heapless::String<48> {
 /// Writes `ExportTraceServiceRequest` bodies; keeps its scratch buffers between calls.
 #[derive(Default)]
 pub struct SpanWriter {
-    /// The containers of the processes spans may come from (filled by the caller, which
-    /// reads them): their resources carry `container.id`, `container.runtime` and
-    /// `k8s.pod.uid`.
-    pub containers: Vec<(u32, Container)>,
+    /// What the caller read of the processes spans may come from: their resources carry
+    /// it (their own `service.name`, their container).
+    pub procs: Vec<(u32, ProcessAttrs)>,
     span: Vec<u8>,
     scope: Vec<u8>,
     group: Vec<u8>,
@@ -114,20 +112,20 @@ impl SpanWriter {
             let Some(first) = spans.iter().find(|s| s.process.pid == pid) else {
                 continue;
             };
-            // Resource: the agent's attributes, then this process's (repeated fields of a
-            // message concatenate).
+            // Resource: the agent's attributes but its service.name, then this process's.
             self.resource.clear();
-            let _ = resource.encode(&mut self.resource);
-            kv_int(&mut self.resource, 1, "process.pid", i64::from(pid));
-            kv_str(
-                &mut self.resource,
-                1,
-                "process.executable.name",
-                comm_str(&first.process.comm),
-            );
-            if let Some((_, c)) = self.containers.iter().find(|(p, _)| *p == pid) {
-                for (k, v) in container_attributes(c) {
-                    kv_str(&mut self.resource, 1, k, v);
+            for kv in resource
+                .attributes
+                .iter()
+                .filter(|kv| kv.key != "service.name")
+            {
+                prost::encoding::message::encode(1, kv, &mut self.resource);
+            }
+            let attrs = self.procs.iter().find(|(p, _)| *p == pid).map(|(_, a)| a);
+            for (k, v) in process_attributes(&first.process, attrs) {
+                match v {
+                    Val::Str(v) => kv_str(&mut self.resource, 1, k, v),
+                    Val::Int(v) => kv_int(&mut self.resource, 1, k, v),
                 }
             }
             // ScopeSpans: the scope, then the spans.
@@ -150,12 +148,40 @@ impl SpanWriter {
     }
 }
 
-/// The resource attributes of a container, in the order both span writers use.
-pub fn container_attributes(c: &Container) -> impl Iterator<Item = (&'static str, &str)> {
+/// What the agent read of a process beyond its pid and name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcessAttrs {
+    /// The `OTEL_SERVICE_NAME` in its environment, when the agent could read it.
+    pub service_name: Option<String>,
+    pub container: Option<Container>,
+}
+
+/// A resource attribute's value.
+pub enum Val<'a> {
+    Str(&'a str),
+    Int(i64),
+}
+
+/// The attributes a process adds to the agent's resource (whose `service.name` it
+/// replaces), in the order both span writers use: `service.name` (its own, else its
+/// executable's name), `process.pid`, `process.executable.name`, then its container's.
+pub fn process_attributes<'a>(
+    p: &'a Process,
+    attrs: Option<&'a ProcessAttrs>,
+) -> impl Iterator<Item = (&'static str, Val<'a>)> {
+    let comm = comm_str(&p.comm);
+    let service = attrs
+        .and_then(|a| a.service_name.as_deref())
+        .unwrap_or(comm);
+    let c = attrs.and_then(|a| a.container.as_ref());
     [
-        Some(("container.id", c.id_str())),
-        Some(("container.runtime", c.runtime.as_str())),
-        c.pod_uid_str().map(|u| ("k8s.pod.uid", u)),
+        Some(("service.name", Val::Str(service))),
+        Some(("process.pid", Val::Int(i64::from(p.pid)))),
+        Some(("process.executable.name", Val::Str(comm))),
+        c.map(|c| ("container.id", Val::Str(c.id_str()))),
+        c.map(|c| ("container.runtime", Val::Str(c.runtime.as_str()))),
+        c.and_then(|c| c.pod_uid_str())
+            .map(|u| ("k8s.pod.uid", Val::Str(u))),
     ]
     .into_iter()
     .flatten()
@@ -269,6 +295,7 @@ mod tests {
     use super::*;
     use crate::otlp::kv_str as prost_kv;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
     use telegen_core::http::{Broken, Path, SpanContext};
     use telegen_core::tcp::Process;
 
@@ -343,10 +370,23 @@ mod tests {
         let cgroup = "0::/kubepods/burstable/pod0cd7e3ac-1d38-4a1e-8e17-5a5c0e5d8f4f/\
 7be92808767a667f35c8505cbf40d14e931ef6db5b0210329cf193b15ba9d605\n";
         let c = telegen_core::cgroup::container(cgroup).unwrap();
-        w.containers.push((8, c));
+        w.procs.push((
+            8,
+            ProcessAttrs {
+                service_name: None,
+                container: Some(c),
+            },
+        ));
+        w.procs.push((
+            9,
+            ProcessAttrs {
+                service_name: Some("checkout".into()),
+                container: None,
+            },
+        ));
         w.write(&spans, &resource, offset, &mut out);
         let direct = ExportTraceServiceRequest::decode(&out[..]).expect("valid protobuf");
-        let built = crate::traces::requests(spans.clone(), &resource, offset, 100, &w.containers);
+        let built = crate::traces::requests(spans.clone(), &resource, offset, 100, &w.procs);
         let pod = direct.resource_spans[1].resource.as_ref().unwrap();
         let keys: Vec<&str> = pod.attributes.iter().map(|a| a.key.as_str()).collect();
         assert_eq!(
@@ -384,7 +424,7 @@ mod tests {
         let again = ExportTraceServiceRequest::decode(&out[..]).unwrap();
         assert_eq!(
             again,
-            crate::traces::requests(spans[..1].to_vec(), &resource, offset, 9, &w.containers)[0]
+            crate::traces::requests(spans[..1].to_vec(), &resource, offset, 9, &w.procs)[0]
         );
     }
 

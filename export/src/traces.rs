@@ -15,7 +15,6 @@ use opentelemetry_proto::tonic::trace::v1::{
 };
 use prost::Message;
 use telegen_core::http::{Protocol, Span};
-use telegen_core::record::comm_str;
 
 fn kv_int(key: &str, v: i64) -> KeyValue {
     KeyValue {
@@ -101,7 +100,7 @@ pub fn requests(
     resource: &Resource,
     unix_offset_ns: u64,
     batch_size: usize,
-    containers: &[(u32, telegen_core::cgroup::Container)],
+    procs: &[(u32, crate::spanpb::ProcessAttrs)],
 ) -> Vec<ExportTraceServiceRequest> {
     let batch_size = batch_size.max(1);
     let mut out = Vec::new();
@@ -115,13 +114,13 @@ pub fn requests(
             Some(i) => i,
             None => {
                 let mut res = resource.clone();
-                res.attributes.push(kv_int("process.pid", i64::from(pid)));
-                res.attributes
-                    .push(kv_str("process.executable.name", comm_str(&s.process.comm)));
-                if let Some((_, c)) = containers.iter().find(|(p, _)| *p == pid) {
-                    for (k, v) in crate::spanpb::container_attributes(c) {
-                        res.attributes.push(kv_str(k, v));
-                    }
+                res.attributes.retain(|kv| kv.key != "service.name");
+                let attrs = procs.iter().find(|(p, _)| *p == pid).map(|(_, a)| a);
+                for (k, v) in crate::spanpb::process_attributes(&s.process, attrs) {
+                    res.attributes.push(match v {
+                        crate::spanpb::Val::Str(v) => kv_str(k, v),
+                        crate::spanpb::Val::Int(v) => kv_int(k, v),
+                    });
                 }
                 current.resource_spans.push(ResourceSpans {
                     resource: Some(res),

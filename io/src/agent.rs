@@ -403,8 +403,7 @@ impl Agent {
         if conn.codec().format == Format::Protobuf {
             // Written straight from the spans, without building the message structs.
             let mut batches = Vec::new();
-            self.procs
-                .containers(spans.iter(), &mut self.span_writer.containers);
+            self.procs.attrs(spans.iter(), &mut self.span_writer.procs);
             telegen_export::spanpb::batches(
                 &mut self.span_writer,
                 out.encoder,
@@ -420,14 +419,14 @@ impl Agent {
             out.queue(conn, batches, &mut self.counters);
         } else {
             // The queue keeps its preallocated room: drained, not replaced.
-            let mut containers = Vec::new();
-            self.procs.containers(spans.iter(), &mut containers);
+            let mut procs = Vec::new();
+            self.procs.attrs(spans.iter(), &mut procs);
             let reqs = telegen_export::traces::requests(
                 spans.drain(..),
                 &self.resource,
                 offset,
                 self.config.traces.batch_size,
-                &containers,
+                &procs,
             );
             out.send(conn, reqs, &mut self.counters);
         }

@@ -181,7 +181,7 @@ fn redis_commands_replies_and_errors_become_spans_and_metrics() {
     assert_eq!(lpush.attr("error.type"), Some("WRONGTYPE"));
     assert_eq!(lpush.status, "STATUS_CODE_ERROR");
     assert_eq!(lpush.attr("server.address"), Some("127.0.0.1"));
-    assert_eq!(attr(&lpush.resource, "service.name"), Some("db-test"));
+    assert_eq!(attr(&lpush.resource, "service.name"), Some("redis-cli"));
     let incr = all
         .iter()
         .find(|s| s.kind == server && s.attr("error.type").is_some() && s.name == "INCR")

@@ -319,7 +319,8 @@ c.close()
         None,
         "4xx is not a server error"
     );
-    assert_eq!(attr(&missing.resource, "service.name"), Some("http-test"));
+    // Each process is its own service; nginx has no OTEL_SERVICE_NAME: its executable's name.
+    assert_eq!(attr(&missing.resource, "service.name"), Some("nginx"));
 
     let boom = all
         .iter()
@@ -693,10 +694,12 @@ impl Drop for Cgroup {
     }
 }
 
-/// A server in a cgroup named the way docker's systemd driver names a container's: its spans
-/// carry the container, read from its real /proc/PID/cgroup; the client's do not.
+/// A server in a cgroup named the way docker's systemd driver names a container's, with
+/// `OTEL_SERVICE_NAME` in its environment: its spans carry the container, read from its real
+/// /proc/PID/cgroup, and its own service name (its environment is readable because the agent
+/// keeps root here); the client's carry neither.
 #[test]
-fn a_server_in_a_container_cgroup_carries_its_container() {
+fn a_server_in_a_container_cgroup_carries_its_container_and_service() {
     assert!(is_root(), "this test loads eBPF programs: run it as root");
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     let unified = mounts
@@ -724,6 +727,7 @@ fn a_server_in_a_container_cgroup_carries_its_container() {
     );
     let mut server = Command::new("sh")
         .args(["-c", &script])
+        .env("OTEL_SERVICE_NAME", "checkout")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -740,8 +744,11 @@ fn a_server_in_a_container_cgroup_carries_its_container() {
     assert!(cgroup_file.contains(&id), "{cgroup_file}");
     let receiver = Receiver::start("http-container");
     let mut agent = start_agent(
-        &[],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())],
+        &["--user", "root"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
+            ("OTEL_SERVICE_NAME", "the-agent"),
+        ],
     );
     for _ in 0..3 {
         curl(&format!("http://127.0.0.1:{port}/"), &[]);
@@ -765,6 +772,7 @@ fn a_server_in_a_container_cgroup_carries_its_container() {
         assert_eq!(attr(&s.resource, "container.id"), Some(id.as_str()));
         assert_eq!(attr(&s.resource, "container.runtime"), Some("docker"));
         assert_eq!(attr(&s.resource, "k8s.pod.uid"), None);
+        assert_eq!(attr(&s.resource, "service.name"), Some("checkout"));
     }
     let client_spans: Vec<&&SpanSeen> = ours
         .iter()
@@ -778,5 +786,6 @@ fn a_server_in_a_container_cgroup_carries_its_container() {
             None,
             "curl runs on the host"
         );
+        assert_eq!(attr(&s.resource, "service.name"), Some("curl"));
     }
 }

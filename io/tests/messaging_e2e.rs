@@ -142,7 +142,7 @@ fn mqtt_publish_receive_and_subscribe_become_spans_and_metrics() {
         );
         assert_eq!(s.attr("server.address"), Some("127.0.0.1"));
         assert_eq!(s.attr("error.type"), None);
-        assert_eq!(attr(&s.resource, "service.name"), Some("mq-test"));
+        assert_eq!(attr(&s.resource, "service.name"), Some("mosquitto_pub"));
     }
     assert_eq!(ops(&all, consumer, "mosquitto_sub", "receive").len(), 5);
     let subscribed = ops(&all, client, "mosquitto_sub", "subscribe");
