@@ -154,6 +154,12 @@ pub struct ProcessAttrs {
     /// The `OTEL_SERVICE_NAME` in its environment, when the agent could read it.
     pub service_name: Option<String>,
     pub container: Option<Container>,
+    /// `process.parent_pid`.
+    pub parent_pid: Option<u32>,
+    /// `process.owner`: the user name of its real uid, or the uid without a name.
+    pub owner: Option<String>,
+    /// `process.command`: the first word of its command line (never its arguments).
+    pub command: Option<String>,
 }
 
 /// A resource attribute's value.
@@ -164,7 +170,8 @@ pub enum Val<'a> {
 
 /// The attributes a process adds to the agent's resource (whose `service.name` it
 /// replaces), in the order both span writers use: `service.name` (its own, else its
-/// executable's name), `process.pid`, `process.executable.name`, then its container's.
+/// executable's name), `process.pid`, `process.parent_pid`, `process.executable.name`,
+/// `process.command`, `process.owner`, then its container's.
 pub fn process_attributes<'a>(
     p: &'a Process,
     attrs: Option<&'a ProcessAttrs>,
@@ -174,10 +181,16 @@ pub fn process_attributes<'a>(
         .and_then(|a| a.service_name.as_deref())
         .unwrap_or(comm);
     let c = attrs.and_then(|a| a.container.as_ref());
+    let ppid = attrs.and_then(|a| a.parent_pid);
+    let command = attrs.and_then(|a| a.command.as_deref());
+    let owner = attrs.and_then(|a| a.owner.as_deref());
     [
         Some(("service.name", Val::Str(service))),
         Some(("process.pid", Val::Int(i64::from(p.pid)))),
+        ppid.map(|pp| ("process.parent_pid", Val::Int(i64::from(pp)))),
         Some(("process.executable.name", Val::Str(comm))),
+        command.map(|v| ("process.command", Val::Str(v))),
+        owner.map(|v| ("process.owner", Val::Str(v))),
         c.map(|c| ("container.id", Val::Str(c.id_str()))),
         c.map(|c| ("container.runtime", Val::Str(c.runtime.as_str()))),
         c.and_then(|c| c.pod_uid_str())
@@ -373,15 +386,18 @@ mod tests {
         w.procs.push((
             8,
             ProcessAttrs {
-                service_name: None,
                 container: Some(c),
+                parent_pid: Some(1),
+                owner: Some("root".into()),
+                command: Some("/usr/bin/curl".into()),
+                ..Default::default()
             },
         ));
         w.procs.push((
             9,
             ProcessAttrs {
                 service_name: Some("checkout".into()),
-                container: None,
+                ..Default::default()
             },
         ));
         w.write(&spans, &resource, offset, &mut out);
@@ -390,15 +406,32 @@ mod tests {
         let pod = direct.resource_spans[1].resource.as_ref().unwrap();
         let keys: Vec<&str> = pod.attributes.iter().map(|a| a.key.as_str()).collect();
         assert_eq!(
-            keys[keys.len() - 5..],
+            keys,
             [
+                "host.name",
+                "service.name",
                 "process.pid",
+                "process.parent_pid",
                 "process.executable.name",
+                "process.command",
+                "process.owner",
                 "container.id",
                 "container.runtime",
                 "k8s.pod.uid"
             ]
         );
+        // service.name: the process's own when known, else its executable's name.
+        let name = |i: usize| {
+            let r = direct.resource_spans[i].resource.as_ref().unwrap();
+            let a = r
+                .attributes
+                .iter()
+                .find(|a| a.key == "service.name")
+                .unwrap();
+            format!("{:?}", a.value.as_ref().unwrap().value.as_ref().unwrap())
+        };
+        assert!(name(1).contains("\"curl\""), "{}", name(1));
+        assert!(name(2).contains("\"checkout\""), "{}", name(2));
         assert_eq!(built.len(), 1);
         assert_eq!(direct, built[0]);
         assert_eq!(out, built[0].encode_to_vec(), "even byte for byte");

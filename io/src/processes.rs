@@ -1,5 +1,7 @@
 //! The processes spans come from, beyond their pid and name, read once per process from
-//! /proc: the container it runs in (`/proc/PID/cgroup`, readable by any user, so this works
+//! /proc: its parent and owner (`/proc/PID/status`, the owner's name from `/etc/passwd`),
+//! its command (the first word of `/proc/PID/cmdline`; the arguments are never read on), the
+//! container it runs in (`/proc/PID/cgroup`, readable by any user, so this works
 //! after the privileges are gone; parsed by `telegen_core::cgroup`) and the
 //! `OTEL_SERVICE_NAME` of its environment (`/proc/PID/environ`, readable only by its owner
 //! or a privileged reader: with the default `--user nobody` it is found only for processes
@@ -45,6 +47,39 @@ fn service_name(environ: &[u8]) -> Option<String> {
     Some(v.to_string())
 }
 
+/// `PPid` and the real uid of a `/proc/PID/status`.
+fn parent_and_uid(status: &str) -> (Option<u32>, Option<u32>) {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    (field("PPid:"), field("Uid:"))
+}
+
+/// The first word of a NUL-separated command line, at most 128 bytes.
+fn command(cmdline: &[u8]) -> Option<String> {
+    let first = cmdline.split(|&b| b == 0).next()?;
+    let first = std::str::from_utf8(first).ok()?;
+    (!first.is_empty() && first.len() <= 128).then(|| first.to_string())
+}
+
+/// The user name of `uid` from `/etc/passwd`, or the uid itself.
+fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
 impl Processes {
     /// Reads what is not known yet of the processes of `spans`.
     pub fn learn<'a>(&mut self, spans: impl Iterator<Item = &'a Span>) {
@@ -66,9 +101,20 @@ impl Processes {
             let service_name = std::fs::read(format!("/proc/{}/environ", p.pid))
                 .ok()
                 .and_then(|env| service_name(&env));
+            let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok();
+            let (parent_pid, uid) = status
+                .as_deref()
+                .map(parent_and_uid)
+                .unwrap_or((None, None));
+            let command = std::fs::read(format!("/proc/{}/cmdline", p.pid))
+                .ok()
+                .and_then(|c| command(&c));
             let attrs = ProcessAttrs {
                 service_name,
                 container,
+                parent_pid,
+                owner: uid.map(user_name),
+                command,
             };
             self.known.insert(p.pid, (p.comm, attrs));
         }
@@ -107,5 +153,20 @@ mod tests {
         assert_eq!(service_name(b"PATH=/bin\0"), None);
         assert_eq!(service_name(b"OTEL_SERVICE_NAME=\0"), None);
         assert_eq!(service_name(b"XOTEL_SERVICE_NAME=a\0"), None);
+    }
+
+    #[test]
+    fn parent_owner_and_command() {
+        let status = "Name:\tnginx\nPPid:\t812\nUid:\t33\t33\t33\t33\nGid:\t33\n";
+        assert_eq!(parent_and_uid(status), (Some(812), Some(33)));
+        assert_eq!(parent_and_uid("Name:\tx\n"), (None, None));
+        assert_eq!(
+            command(b"/usr/bin/python3\0-m\0http.server\0--token=sekret\0").as_deref(),
+            Some("/usr/bin/python3")
+        );
+        assert_eq!(command(b""), None);
+        // This machine's /etc/passwd: uid 0 is root; an unknown uid stays a number.
+        assert_eq!(user_name(0), "root");
+        assert_eq!(user_name(4_000_000_000), "4000000000");
     }
 }

@@ -773,6 +773,13 @@ fn a_server_in_a_container_cgroup_carries_its_container_and_service() {
         assert_eq!(attr(&s.resource, "container.runtime"), Some("docker"));
         assert_eq!(attr(&s.resource, "k8s.pod.uid"), None);
         assert_eq!(attr(&s.resource, "service.name"), Some("checkout"));
+        // The shell exec'd into python3: its parent is this test's process.
+        let me = std::process::id().to_string();
+        assert_eq!(attr(&s.resource, "process.parent_pid"), Some(me.as_str()));
+        assert_eq!(attr(&s.resource, "process.owner"), Some("root"));
+        // argv[0]: `python3`, or the full path a pyenv shim hands on.
+        let command = attr(&s.resource, "process.command").unwrap_or_default();
+        assert!(command.ends_with("python3"), "{command}");
     }
     let client_spans: Vec<&&SpanSeen> = ours
         .iter()
