@@ -1,7 +1,7 @@
 //! telegen's sans-IO core.
 //!
 //! Turns wire records from the kernel programs into aggregated telemetry: decoding
-//! ([`record`]), tracepoint layouts ([`tracefs`]), the TCP connection tracker ([`tcp`]), HTTP/1.x exchanges ([`http`]), Redis exchanges ([`redis`]), MQTT exchanges ([`mqtt`]),
+//! ([`record`]), tracepoint layouts ([`tracefs`]), the TCP connection tracker ([`tcp`]), HTTP/1.x exchanges ([`http`]), Redis exchanges ([`redis`]), MQTT exchanges ([`mqtt`]), what those share ([`l7`]),
 //! fixed-capacity tables ([`fixed_map`]), time order across per-CPU buffers ([`reorder`]), recordings for replay ([`recording`]), the per-record step ([`pipeline`]), metric series with a cardinality cap ([`metrics`]),
 //! the agent's own counters ([`selfmetrics`]) and the memory budget ([`budget`]), containers from cgroup paths ([`cgroup`]).
 //!
@@ -17,6 +17,7 @@ pub mod budget;
 pub mod cgroup;
 pub mod fixed_map;
 pub mod http;
+pub mod l7;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;

@@ -19,11 +19,14 @@
 //! Payloads are never kept: only the topic leaves this module.
 
 use crate::fixed_map::FixedMap;
-use crate::http::{Broken, HttpTracker, Path, Span, SpanContext};
-use crate::metrics::{Attr, Attributes, Attrs, Histogram, Kind, MetricDesc, MetricSink, Series};
-use crate::record::{CloseRecord, DataRecord, IpAddr, Protocol, comm_str};
+use crate::http::{Broken, HttpTracker, Path};
+use crate::l7::{Begun, Ends, OperationKey, Word, conn_key, finish};
+use crate::metrics::{Histogram, Kind, MetricDesc, MetricSink, Series};
+use crate::record::{CloseRecord, DataRecord, Protocol};
 use crate::selfmetrics::{AgentCounters, DropReason};
-use crate::tcp::{Process, Side};
+use crate::tcp::Side;
+
+const MQTT: Protocol = Protocol::Mqtt;
 
 pub static CLIENT_DURATION: MetricDesc = MetricDesc {
     name: "messaging.client.operation.duration",
@@ -52,9 +55,6 @@ const PUBACK: u8 = 4;
 const PUBCOMP: u8 = 7;
 const SUBSCRIBE: u8 = 8;
 const SUBACK: u8 = 9;
-
-/// What a span of this module did: `publish`, `receive` or `subscribe`.
-pub type Operation = heapless::String<16>;
 
 /// The framing could not be followed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,36 +172,6 @@ fn after_properties(b: &[u8], mut at: usize) -> Option<usize> {
     }
 }
 
-/// The attributes of the client duration histogram.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MessagingKey {
-    pub operation: Operation,
-    pub error: heapless::String<16>,
-    pub server_port: u16,
-    pub process: Process,
-}
-
-impl Attributes for MessagingKey {
-    fn attributes(&self, out: &mut Attrs) {
-        let _ = out.push(Attr::str("messaging.system", "mqtt"));
-        let _ = out.push(Attr::str("messaging.operation.name", &self.operation));
-        if let Some(t) = operation_type(&self.operation) {
-            let _ = out.push(Attr::str("messaging.operation.type", t));
-        }
-        let _ = out.push(Attr::int("server.port", i64::from(self.server_port)));
-        if !self.error.is_empty() {
-            let _ = out.push(Attr::str("error.type", &self.error));
-        }
-        if self.process.pid != 0 {
-            let _ = out.push(Attr::int("process.pid", i64::from(self.process.pid)));
-            let _ = out.push(Attr::str(
-                "process.executable.name",
-                comm_str(&self.process.comm),
-            ));
-        }
-    }
-}
-
 /// `messaging.operation.type` of an operation name; none for `subscribe`.
 pub fn operation_type(operation: &str) -> Option<&'static str> {
     match operation {
@@ -219,23 +189,7 @@ struct Waiting {
     id: u16,
     /// Sent by this process (it waits for the ack) or received (it sends the ack).
     sent: bool,
-    operation: &'static str,
-    topic: Path,
-    start_ns: u64,
-    context: SpanContext,
-    parent_span_id: [u8; 8],
-}
-
-/// Which end a descriptor is and the connection it names.
-#[derive(Debug, Clone, Copy)]
-struct Ends {
-    side: Side,
-    tls: bool,
-    local: IpAddr,
-    local_port: u16,
-    remote: IpAddr,
-    remote_port: u16,
-    process: Process,
+    begun: Begun,
 }
 
 #[derive(Debug, Clone)]
@@ -254,17 +208,13 @@ struct Conn {
 /// tracker's queue.
 pub struct MqttTracker {
     conns: FixedMap<u64, Conn>,
-    client: Series<MessagingKey, Histogram>,
-}
-
-fn conn_key(tgid: u32, fd: u32) -> u64 {
-    (u64::from(tgid) << 32) | u64::from(fd)
+    client: Series<OperationKey, Histogram>,
 }
 
 /// A finished span's parts, before the span is built.
 struct Done {
     w: Waiting,
-    error: heapless::String<16>,
+    error: Word,
 }
 
 impl MqttTracker {
@@ -281,7 +231,7 @@ impl MqttTracker {
     /// Bytes the tables take.
     pub fn bytes(connections: usize, series_per_metric: usize) -> usize {
         FixedMap::<u64, Conn>::bytes_for(connections)
-            + Series::<MessagingKey, Histogram>::bytes_for(series_per_metric)
+            + Series::<OperationKey, Histogram>::bytes_for(series_per_metric)
     }
 
     /// Descriptors followed now.
@@ -299,10 +249,7 @@ impl MqttTracker {
     ) {
         let key = conn_key(r.task.tgid, r.fd);
         let connect = starts_connect(r.data);
-        let stale = self.conns.get(&key).is_some_and(|c| {
-            c.ends.local_port != r.local_port || c.ends.remote_port != r.remote_port
-        });
-        if stale {
+        if self.conns.get(&key).is_some_and(|c| c.ends.stale(r)) {
             self.end_all(key, r.ts_ns, spans, drops);
         }
         if self.conns.get(&key).is_none() {
@@ -319,18 +266,7 @@ impl MqttTracker {
                 Side::Client
             };
             let conn = Conn {
-                ends: Ends {
-                    side,
-                    tls: r.tls,
-                    local: r.local,
-                    local_port: r.local_port,
-                    remote: r.remote,
-                    remote_port: r.remote_port,
-                    process: Process {
-                        pid: r.task.tgid,
-                        comm: r.task.comm,
-                    },
-                },
+                ends: Ends::of(r, side),
                 version: 4,
                 sent: Scanner::default(),
                 received: Scanner::default(),
@@ -392,7 +328,10 @@ impl MqttTracker {
             conn.lost = true;
         }
         for d in finished {
-            self.finish(&ends, d.w, r.ts_ns, d.error, None, spans, drops);
+            let c = &mut self.client;
+            finish(
+                MQTT, &ends, d.w.begun, r.ts_ns, d.error, None, c, spans, drops,
+            );
         }
     }
 
@@ -417,65 +356,19 @@ impl MqttTracker {
             return;
         };
         for w in conn.waiting {
-            let closed = Some(Broken::Closed);
-            self.finish(
+            let (c, closed) = (&mut self.client, Some(Broken::Closed));
+            finish(
+                MQTT,
                 &conn.ends,
-                w,
+                w.begun,
                 ts_ns,
-                heapless::String::new(),
+                Word::new(),
                 closed,
+                c,
                 spans,
                 drops,
             );
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &mut self,
-        ends: &Ends,
-        w: Waiting,
-        end_ns: u64,
-        error: heapless::String<16>,
-        broken: Option<Broken>,
-        spans: &mut HttpTracker,
-        drops: &mut AgentCounters,
-    ) {
-        let mut operation = Operation::new();
-        let _ = operation.push_str(w.operation);
-        let span = Span {
-            side: ends.side,
-            protocol: Protocol::Mqtt,
-            context: w.context,
-            parent_span_id: w.parent_span_id,
-            start_ns: w.start_ns,
-            end_ns: end_ns.max(w.start_ns),
-            method: operation,
-            path: w.topic,
-            status: 0,
-            minor_version: 0,
-            broken,
-            db_error: error,
-            tls: ends.tls,
-            local: ends.local,
-            local_port: ends.local_port,
-            remote: ends.remote,
-            remote_port: ends.remote_port,
-            process: ends.process,
-        };
-        if ends.side == Side::Client {
-            let mut e = heapless::String::<16>::new();
-            span.error_type(&mut e);
-            let key = MessagingKey {
-                operation: span.method.clone(),
-                error: e,
-                server_port: span.server().1,
-                process: ends.process,
-            };
-            let secs = (span.end_ns - span.start_ns) as f64 / 1e9;
-            self.client.point(key).0.record(secs);
-        }
-        spans.push_span(span, drops);
     }
 
     /// Hands the client duration histogram to the sink.
@@ -498,21 +391,14 @@ fn on_packet(
     finished: &mut heapless::Vec<Done, IN_FLIGHT>,
 ) {
     let new_wait =
-        |operation: &'static str, ends_with: u8, id: u16, topic: Path, spans: &mut HttpTracker| {
-            let (context, parent_span_id) = if sent {
-                spans.client_context(r.task.tid)
-            } else {
-                spans.root_context()
-            };
+        |operation: &str, ends_with: u8, id: u16, topic: Path, spans: &mut HttpTracker| {
+            let mut op = Word::new();
+            let _ = op.push_str(operation);
             Waiting {
                 ends_with,
                 id,
                 sent,
-                operation,
-                topic,
-                start_ns: r.ts_ns,
-                context,
-                parent_span_id,
+                begun: Begun::new(op, topic, r.ts_ns, sent, r.task.tid, spans),
             }
         };
     match first >> 4 {
@@ -617,7 +503,9 @@ fn on_packet(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::Span;
     use crate::http::{HttpLimits, RootSampling, Sampling};
+    use crate::record::IpAddr;
     use crate::record::Task;
     use alloc::vec::Vec;
 

@@ -17,12 +17,16 @@
 //! that sends a command.
 
 use crate::fixed_map::FixedMap;
-use crate::http::{Broken, HttpTracker, Path, Span, SpanContext};
-use crate::metrics::{Attr, Attributes, Attrs, Histogram, Kind, MetricDesc, MetricSink, Series};
-use crate::record::Protocol;
-use crate::record::{CloseRecord, DataRecord, IpAddr, comm_str};
+use crate::http::{Broken, HttpTracker, Path};
+use crate::l7::{Begun, Ends, OperationKey, conn_key, finish};
+use crate::metrics::{Histogram, Kind, MetricDesc, MetricSink, Series};
+use crate::record::{CloseRecord, DataRecord, Protocol};
 use crate::selfmetrics::{AgentCounters, DropReason};
-use crate::tcp::{Process, Side};
+use crate::tcp::Side;
+
+pub use crate::l7::Word;
+
+const REDIS: Protocol = Protocol::Redis;
 
 pub static CLIENT_DURATION: MetricDesc = MetricDesc {
     name: "db.client.operation.duration",
@@ -40,9 +44,6 @@ pub const DEPTH: usize = 8;
 pub const PIPELINE_DEPTH: usize = 16;
 /// Longest header line (`$`, a length, CRLF) kept across a cut.
 const LINE_CAP: usize = 32;
-
-/// A command name or an error's first word.
-pub type Word = heapless::String<16>;
 
 /// A top-level value the scanner finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,61 +284,13 @@ pub fn starts_command(b: &[u8]) -> bool {
     }
 }
 
-/// The attributes of the client duration histogram.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DbKey {
-    pub operation: Word,
-    pub error: Word,
-    pub server_port: u16,
-    pub process: Process,
-}
-
-impl Attributes for DbKey {
-    fn attributes(&self, out: &mut Attrs) {
-        let _ = out.push(Attr::str("db.system.name", "redis"));
-        let _ = out.push(Attr::str("db.operation.name", &self.operation));
-        let _ = out.push(Attr::int("server.port", i64::from(self.server_port)));
-        if !self.error.is_empty() {
-            let _ = out.push(Attr::str("error.type", &self.error));
-        }
-        if self.process.pid != 0 {
-            let _ = out.push(Attr::int("process.pid", i64::from(self.process.pid)));
-            let _ = out.push(Attr::str(
-                "process.executable.name",
-                comm_str(&self.process.comm),
-            ));
-        }
-    }
-}
-
-/// A command waiting for its reply.
-#[derive(Debug, Clone)]
-struct Waiting {
-    command: Word,
-    start_ns: u64,
-    context: SpanContext,
-    parent_span_id: [u8; 8],
-}
-
-/// Which end a descriptor is and the connection it names.
-#[derive(Debug, Clone, Copy)]
-struct Ends {
-    side: Side,
-    tls: bool,
-    local: IpAddr,
-    local_port: u16,
-    remote: IpAddr,
-    remote_port: u16,
-    process: Process,
-}
-
 /// One descriptor that carried Redis.
 #[derive(Debug, Clone)]
 struct Conn {
     ends: Ends,
     commands: Scanner,
     replies: Scanner,
-    waiting: heapless::Deque<Waiting, PIPELINE_DEPTH>,
+    waiting: heapless::Deque<Begun, PIPELINE_DEPTH>,
     /// The framing was lost: replies are ignored until a call sends a command again.
     lost: bool,
 }
@@ -346,11 +299,7 @@ struct Conn {
 /// tracker's queue (one queue, one sampler, one id generator for every protocol).
 pub struct RedisTracker {
     conns: FixedMap<u64, Conn>,
-    client: Series<DbKey, Histogram>,
-}
-
-fn conn_key(tgid: u32, fd: u32) -> u64 {
-    (u64::from(tgid) << 32) | u64::from(fd)
+    client: Series<OperationKey, Histogram>,
 }
 
 impl RedisTracker {
@@ -367,7 +316,7 @@ impl RedisTracker {
     /// Bytes the tables take.
     pub fn bytes(connections: usize, series_per_metric: usize) -> usize {
         FixedMap::<u64, Conn>::bytes_for(connections)
-            + Series::<DbKey, Histogram>::bytes_for(series_per_metric)
+            + Series::<OperationKey, Histogram>::bytes_for(series_per_metric)
     }
 
     /// Descriptors followed now.
@@ -385,33 +334,20 @@ impl RedisTracker {
     ) {
         let key = conn_key(r.task.tgid, r.fd);
         let starts = starts_command(r.data);
-        let stale = self.conns.get(&key).is_some_and(|c| {
-            c.ends.local_port != r.local_port || c.ends.remote_port != r.remote_port
-        });
-        if stale {
+        if self.conns.get(&key).is_some_and(|c| c.ends.stale(r)) {
             self.end_all(key, r.ts_ns, spans, drops);
         }
         if self.conns.get(&key).is_none() {
             if !starts {
                 return;
             }
+            let side = if r.ingress {
+                Side::Server
+            } else {
+                Side::Client
+            };
             let conn = Conn {
-                ends: Ends {
-                    side: if r.ingress {
-                        Side::Server
-                    } else {
-                        Side::Client
-                    },
-                    tls: r.tls,
-                    local: r.local,
-                    local_port: r.local_port,
-                    remote: r.remote,
-                    remote_port: r.remote_port,
-                    process: Process {
-                        pid: r.task.tgid,
-                        comm: r.task.comm,
-                    },
-                },
+                ends: Ends::of(r, side),
                 commands: Scanner::default(),
                 replies: Scanner::default(),
                 waiting: heapless::Deque::new(),
@@ -444,17 +380,9 @@ impl RedisTracker {
                 if v.kind != b'*' {
                     return;
                 }
-                let (context, parent_span_id) = match ends.side {
-                    Side::Client => spans.client_context(r.task.tid),
-                    Side::Server => spans.root_context(),
-                };
-                let w = Waiting {
-                    command: v.word,
-                    start_ns: r.ts_ns,
-                    context,
-                    parent_span_id,
-                };
-                if waiting.push_back(w).is_err() {
+                let calls = ends.side == Side::Client;
+                let b = Begun::new(v.word, Path::new(), r.ts_ns, calls, r.task.tid, spans);
+                if waiting.push_back(b).is_err() {
                     drops.drop(DropReason::DbPipelineFull, 1);
                 }
             };
@@ -470,7 +398,7 @@ impl RedisTracker {
         if conn.lost {
             return;
         }
-        let mut answered: heapless::Vec<(Waiting, Word), PIPELINE_DEPTH> = heapless::Vec::new();
+        let mut answered: heapless::Vec<(Begun, Word), PIPELINE_DEPTH> = heapless::Vec::new();
         let Conn {
             replies, waiting, ..
         } = conn;
@@ -497,8 +425,9 @@ impl RedisTracker {
         if scanned.is_err() {
             Self::desync(conn, drops);
         }
-        for (w, error) in answered {
-            self.finish(&ends, w, r.ts_ns, error, None, spans, drops);
+        for (b, error) in answered {
+            let c = &mut self.client;
+            finish(REDIS, &ends, b, r.ts_ns, error, None, c, spans, drops);
         }
     }
 
@@ -530,56 +459,20 @@ impl RedisTracker {
         let Some(mut conn) = self.conns.remove(&key) else {
             return;
         };
-        while let Some(w) = conn.waiting.pop_front() {
-            let closed = Some(Broken::Closed);
-            self.finish(&conn.ends, w, ts_ns, Word::new(), closed, spans, drops);
+        while let Some(b) = conn.waiting.pop_front() {
+            let (c, closed) = (&mut self.client, Some(Broken::Closed));
+            finish(
+                REDIS,
+                &conn.ends,
+                b,
+                ts_ns,
+                Word::new(),
+                closed,
+                c,
+                spans,
+                drops,
+            );
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &mut self,
-        ends: &Ends,
-        w: Waiting,
-        end_ns: u64,
-        error: Word,
-        broken: Option<Broken>,
-        spans: &mut HttpTracker,
-        drops: &mut AgentCounters,
-    ) {
-        let span = Span {
-            side: ends.side,
-            protocol: Protocol::Redis,
-            context: w.context,
-            parent_span_id: w.parent_span_id,
-            start_ns: w.start_ns,
-            end_ns: end_ns.max(w.start_ns),
-            method: w.command,
-            path: Path::new(),
-            status: 0,
-            minor_version: 0,
-            broken,
-            db_error: error,
-            tls: ends.tls,
-            local: ends.local,
-            local_port: ends.local_port,
-            remote: ends.remote,
-            remote_port: ends.remote_port,
-            process: ends.process,
-        };
-        if ends.side == Side::Client {
-            let mut e = Word::new();
-            span.error_type(&mut e);
-            let key = DbKey {
-                operation: span.method.clone(),
-                error: e,
-                server_port: span.server().1,
-                process: ends.process,
-            };
-            let secs = (span.end_ns - span.start_ns) as f64 / 1e9;
-            self.client.point(key).0.record(secs);
-        }
-        spans.push_span(span, drops);
     }
 
     /// Hands the client duration histogram to the sink.
@@ -592,6 +485,7 @@ impl RedisTracker {
 mod tests {
     use super::*;
     use crate::http::{HttpLimits, RootSampling, Sampling};
+    use crate::record::IpAddr;
     use crate::record::Task;
     use alloc::vec::Vec;
 

@@ -1,0 +1,179 @@
+//! What the protocol tracers after HTTP share ([`crate::redis`], [`crate::mqtt`]): a
+//! descriptor's ends, the attributes of their client duration histograms, and the finishing
+//! of an operation into a span and a histogram sample.
+
+use crate::http::{Broken, HttpTracker, Path, Span, SpanContext};
+use crate::metrics::{Attr, Attributes, Attrs, Histogram, Series};
+use crate::record::{DataRecord, IpAddr, Protocol, comm_str};
+use crate::selfmetrics::AgentCounters;
+use crate::tcp::{Process, Side};
+
+/// An operation's name (`GET`, `publish`) or an error's first word (`WRONGTYPE`, `0x80`).
+pub type Word = heapless::String<16>;
+
+/// The descriptor's key in a tracker's table.
+pub(crate) fn conn_key(tgid: u32, fd: u32) -> u64 {
+    (u64::from(tgid) << 32) | u64::from(fd)
+}
+
+/// Which end a descriptor is and the connection it names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ends {
+    pub side: Side,
+    pub tls: bool,
+    pub local: IpAddr,
+    pub local_port: u16,
+    pub remote: IpAddr,
+    pub remote_port: u16,
+    pub process: Process,
+}
+
+impl Ends {
+    pub fn of(r: &DataRecord<'_>, side: Side) -> Self {
+        Self {
+            side,
+            tls: r.tls,
+            local: r.local,
+            local_port: r.local_port,
+            remote: r.remote,
+            remote_port: r.remote_port,
+            process: Process {
+                pid: r.task.tgid,
+                comm: r.task.comm,
+            },
+        }
+    }
+
+    /// The descriptor now names another connection (its close was not seen).
+    pub fn stale(&self, r: &DataRecord<'_>) -> bool {
+        self.local_port != r.local_port || self.remote_port != r.remote_port
+    }
+}
+
+/// The attributes of a client duration histogram (`db.client.operation.duration`,
+/// `messaging.client.operation.duration`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OperationKey {
+    pub protocol: Protocol,
+    pub operation: Word,
+    pub error: Word,
+    pub server_port: u16,
+    pub process: Process,
+}
+
+impl Attributes for OperationKey {
+    fn attributes(&self, out: &mut Attrs) {
+        match self.protocol {
+            Protocol::Redis => {
+                let _ = out.push(Attr::str("db.system.name", "redis"));
+                let _ = out.push(Attr::str("db.operation.name", &self.operation));
+            }
+            Protocol::Mqtt => {
+                let _ = out.push(Attr::str("messaging.system", "mqtt"));
+                let _ = out.push(Attr::str("messaging.operation.name", &self.operation));
+                if let Some(t) = crate::mqtt::operation_type(&self.operation) {
+                    let _ = out.push(Attr::str("messaging.operation.type", t));
+                }
+            }
+            Protocol::Http => {}
+        }
+        let _ = out.push(Attr::int("server.port", i64::from(self.server_port)));
+        if !self.error.is_empty() {
+            let _ = out.push(Attr::str("error.type", &self.error));
+        }
+        if self.process.pid != 0 {
+            let _ = out.push(Attr::int("process.pid", i64::from(self.process.pid)));
+            let _ = out.push(Attr::str(
+                "process.executable.name",
+                comm_str(&self.process.comm),
+            ));
+        }
+    }
+}
+
+/// How an operation began: its name, its target (a topic; empty for Redis), when, and its
+/// place in a trace.
+#[derive(Debug, Clone)]
+pub(crate) struct Begun {
+    pub operation: Word,
+    pub target: Path,
+    pub start_ns: u64,
+    pub context: SpanContext,
+    pub parent_span_id: [u8; 8],
+}
+
+impl Begun {
+    /// An operation this process begins at `start_ns`: a client's call (a child of the
+    /// request its thread serves, if any) or, on the serving side, a new trace.
+    pub fn new(
+        operation: Word,
+        target: Path,
+        start_ns: u64,
+        calls: bool,
+        tid: u32,
+        spans: &mut HttpTracker,
+    ) -> Self {
+        let (context, parent_span_id) = if calls {
+            spans.client_context(tid)
+        } else {
+            spans.root_context()
+        };
+        Self {
+            operation,
+            target,
+            start_ns,
+            context,
+            parent_span_id,
+        }
+    }
+}
+
+/// Ends an operation: a sample in `client` when this end is the client, and a span in the
+/// queue of `spans`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish(
+    protocol: Protocol,
+    ends: &Ends,
+    b: Begun,
+    end_ns: u64,
+    error: Word,
+    broken: Option<Broken>,
+    client: &mut Series<OperationKey, Histogram>,
+    spans: &mut HttpTracker,
+    drops: &mut AgentCounters,
+) {
+    let span = Span {
+        side: ends.side,
+        protocol,
+        context: b.context,
+        parent_span_id: b.parent_span_id,
+        start_ns: b.start_ns,
+        end_ns: end_ns.max(b.start_ns),
+        method: b.operation,
+        path: b.target,
+        status: 0,
+        minor_version: 0,
+        broken,
+        db_error: error,
+        tls: ends.tls,
+        local: ends.local,
+        local_port: ends.local_port,
+        remote: ends.remote,
+        remote_port: ends.remote_port,
+        process: ends.process,
+    };
+    if ends.side == Side::Client {
+        let mut e = Word::new();
+        span.error_type(&mut e);
+        let key = OperationKey {
+            protocol,
+            operation: span.method.clone(),
+            error: e,
+            server_port: span.server().1,
+            process: ends.process,
+        };
+        let secs = (span.end_ns - span.start_ns) as f64 / 1e9;
+        client.point(key).0.record(secs);
+    }
+    spans.push_span(span, drops);
+}
