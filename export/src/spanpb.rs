@@ -160,6 +160,9 @@ pub struct ProcessAttrs {
     pub owner: Option<String>,
     /// `process.command`: the first word of its command line (never its arguments).
     pub command: Option<String>,
+    /// `process.executable.name` when read from the process (its main thread's name; the
+    /// kernel's records name the thread that moved the bytes).
+    pub executable_name: Option<String>,
 }
 
 /// A resource attribute's value.
@@ -176,7 +179,9 @@ pub fn process_attributes<'a>(
     p: &'a Process,
     attrs: Option<&'a ProcessAttrs>,
 ) -> impl Iterator<Item = (&'static str, Val<'a>)> {
-    let comm = comm_str(&p.comm);
+    let comm = attrs
+        .and_then(|a| a.executable_name.as_deref())
+        .unwrap_or(comm_str(&p.comm));
     let service = attrs
         .and_then(|a| a.service_name.as_deref())
         .unwrap_or(comm);
@@ -397,6 +402,7 @@ mod tests {
             9,
             ProcessAttrs {
                 service_name: Some("checkout".into()),
+                executable_name: Some("java".into()),
                 ..Default::default()
             },
         ));
@@ -432,6 +438,13 @@ mod tests {
         };
         assert!(name(1).contains("\"curl\""), "{}", name(1));
         assert!(name(2).contains("\"checkout\""), "{}", name(2));
+        // The process's own name over the thread's (`curl` in the records).
+        let r = direct.resource_spans[2].resource.as_ref().unwrap();
+        let exe = r
+            .attributes
+            .iter()
+            .find(|a| a.key == "process.executable.name");
+        assert!(format!("{exe:?}").contains("\"java\""), "{exe:?}");
         assert_eq!(built.len(), 1);
         assert_eq!(direct, built[0]);
         assert_eq!(out, built[0].encode_to_vec(), "even byte for byte");

@@ -368,7 +368,7 @@ impl Agent {
         if let Some(r) = self.recorder.as_mut() {
             r.flush();
         }
-        self.procs.learn(self.t.http.spans().iter());
+        self.procs.learn(self.t.http.spans().iter(), Instant::now());
         if lost > 0 {
             // Already counted by the programs as kernel_ring_full when the write failed.
             log::debug!("perf buffers reported {lost} lost samples");

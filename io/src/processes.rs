@@ -8,9 +8,12 @@
 //! of that user). Bounded: past [`CAPACITY`] processes the table starts over.
 //!
 //! A process is looked up after the drain that finished its first span, so one that exits
-//! within that drain interval (100 ms) is exported without them.
+//! within that drain interval (100 ms) is exported without them. Its name comes from the
+//! same place (`Name:` of its status, the main thread's), since the kernel records name the
+//! thread that moved the bytes.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use telegen_core::cgroup;
 use telegen_core::http::Span;
 use telegen_core::tcp::Process;
@@ -21,10 +24,13 @@ pub const CAPACITY: usize = 1024;
 /// Longest `service.name` taken from a process's environment.
 const SERVICE_NAME_CAP: usize = 128;
 
+/// How long what was read of a process is trusted: a pid reused by another program within
+/// that time keeps the previous one's attributes until it is read again.
+pub const REFRESH: Duration = Duration::from_secs(60);
+
 pub struct Processes {
-    /// By pid: the command name when it was read (a pid reused by another program is read
-    /// again) and what was found.
-    known: HashMap<u32, ([u8; 16], ProcessAttrs)>,
+    /// By pid: when it was read, and what was found.
+    known: HashMap<u32, (Instant, ProcessAttrs)>,
 }
 
 impl Default for Processes {
@@ -81,14 +87,14 @@ fn user_name(uid: u32) -> String {
 }
 
 impl Processes {
-    /// Reads what is not known yet of the processes of `spans`.
-    pub fn learn<'a>(&mut self, spans: impl Iterator<Item = &'a Span>) {
+    /// Reads what is not known (or no longer trusted) of the processes of `spans`.
+    pub fn learn<'a>(&mut self, spans: impl Iterator<Item = &'a Span>, now: Instant) {
         for s in spans {
             let p: &Process = &s.process;
             if self
                 .known
                 .get(&p.pid)
-                .is_some_and(|(comm, _)| *comm == p.comm)
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) < REFRESH)
             {
                 continue;
             }
@@ -106,6 +112,13 @@ impl Processes {
                 .as_deref()
                 .map(parent_and_uid)
                 .unwrap_or((None, None));
+            // The process's name, not the name of the thread that moved the bytes.
+            let executable_name = status.as_deref().and_then(|st| {
+                st.lines()
+                    .find_map(|l| l.strip_prefix("Name:"))
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+            });
             let command = std::fs::read(format!("/proc/{}/cmdline", p.pid))
                 .ok()
                 .and_then(|c| command(&c));
@@ -115,8 +128,9 @@ impl Processes {
                 parent_pid,
                 owner: uid.map(user_name),
                 command,
+                executable_name,
             };
-            self.known.insert(p.pid, (p.comm, attrs));
+            self.known.insert(p.pid, (now, attrs));
         }
     }
 
@@ -132,8 +146,7 @@ impl Processes {
             if out.iter().any(|(p, _)| *p == pid) {
                 continue;
             }
-            if let Some((comm, a)) = self.known.get(&pid)
-                && *comm == s.process.comm
+            if let Some((_, a)) = self.known.get(&pid)
                 && *a != ProcessAttrs::default()
             {
                 out.push((pid, a.clone()));

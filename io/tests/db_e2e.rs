@@ -163,6 +163,8 @@ fn redis_commands_replies_and_errors_become_spans_and_metrics() {
         .find(|s| s.kind == client && s.attr("db.operation.name") == Some("INCR"))
         .map(|s| s.process().to_string())
         .expect("the pipelined INCR");
+    // The process's name (the test binary's), not its test thread's.
+    assert!(me.starts_with("db_e2e"), "{me}");
     assert_eq!(ops(&all, client, &me, port, "SET"), (2, 0));
     assert_eq!(ops(&all, client, &me, port, "INCR"), (2, 1));
     assert_eq!(ops(&all, client, &me, port, "GET"), (2, 0));
