@@ -19,7 +19,7 @@
 use crate::fixed_map::FixedMap;
 use crate::metrics::{Attr, Attributes, Attrs, Histogram, Kind, MetricDesc, MetricSink, Series};
 pub use crate::record::Protocol;
-use crate::record::{CloseRecord, DataRecord, IpAddr, comm_str};
+use crate::record::{CloseRecord, DataRecord, IpAddr};
 use crate::selfmetrics::{AgentCounters, DropReason};
 use crate::tcp::{Process, Side};
 use alloc::collections::VecDeque;
@@ -323,13 +323,7 @@ impl Attributes for RequestKey {
         if !self.error.is_empty() {
             let _ = out.push(Attr::str("error.type", &self.error));
         }
-        if self.process.pid != 0 {
-            let _ = out.push(Attr::int("process.pid", i64::from(self.process.pid)));
-            let _ = out.push(Attr::str(
-                "process.executable.name",
-                comm_str(&self.process.comm),
-            ));
-        }
+        self.process.attributes(out);
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::http::{Broken, HttpTracker, Path, Span, SpanContext};
 use crate::metrics::{Attr, Attributes, Attrs, Histogram, Series};
-use crate::record::{DataRecord, IpAddr, Protocol, comm_str};
+use crate::record::{DataRecord, IpAddr, Protocol};
 use crate::selfmetrics::AgentCounters;
 use crate::tcp::{Process, Side};
 
@@ -81,13 +81,7 @@ impl Attributes for OperationKey {
         if !self.error.is_empty() {
             let _ = out.push(Attr::str("error.type", &self.error));
         }
-        if self.process.pid != 0 {
-            let _ = out.push(Attr::int("process.pid", i64::from(self.process.pid)));
-            let _ = out.push(Attr::str(
-                "process.executable.name",
-                comm_str(&self.process.comm),
-            ));
-        }
+        self.process.attributes(out);
     }
 }
 

@@ -67,6 +67,17 @@ pub struct Process {
     pub comm: [u8; COMM_LEN],
 }
 
+impl Process {
+    /// `process.pid` and `process.executable.name` (the kernel's task name) on a metric's
+    /// attributes; nothing when the process is unknown (pid 0).
+    pub fn attributes(&self, out: &mut Attrs) {
+        if self.pid != 0 {
+            let _ = out.push(Attr::int("process.pid", i64::from(self.pid)));
+            let _ = out.push(Attr::str("process.executable.name", comm_str(&self.comm)));
+        }
+    }
+}
+
 /// The attribute set of the TCP metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnKey {
@@ -91,13 +102,7 @@ impl Attributes for ConnKey {
         for a in attrs {
             let _ = out.push(a);
         }
-        if self.process.pid != 0 {
-            let _ = out.push(Attr::int("process.pid", i64::from(self.process.pid)));
-            let _ = out.push(Attr::str(
-                "process.executable.name",
-                comm_str(&self.process.comm),
-            ));
-        }
+        self.process.attributes(out);
     }
 }
 

@@ -353,7 +353,8 @@ impl Agent {
         }
     }
 
-    /// Reads the kernel's records until none is left. Allocates nothing.
+    /// Reads the kernel's records until none is left; the per-record path allocates
+    /// nothing. Then reads /proc once for each process whose first span just finished.
     fn drain(&mut self, last: bool) {
         let (trackers, counters) = (&mut self.t, &mut self.counters);
         let recorder = &mut self.recorder;

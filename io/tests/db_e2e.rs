@@ -7,7 +7,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
 
 struct Redis {
@@ -34,14 +34,7 @@ fn start_redis(test: &str) -> Redis {
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server (installed by cross/bootstrap.sh)");
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "redis-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(port, "redis-server");
     Redis { proc, port }
 }
 
@@ -203,14 +196,13 @@ fn redis_commands_replies_and_errors_become_spans_and_metrics() {
     assert_eq!(count("INCR", None), 1);
     assert_eq!(count("INCR", Some("ERR")), 1);
     assert_eq!(count("LPUSH", Some("WRONGTYPE")), 1);
-    let dropped = points(&requests, "telegen.agent.dropped");
-    for reason in [
-        "protocol_desync",
-        "db_pipeline_full",
-        "db_table_full",
-        "kernel_ring_full",
-    ] {
-        let p = latest(&dropped, &[("reason", reason)]).unwrap();
-        assert_eq!(p.value, 0, "no {reason} drops expected");
-    }
+    assert_no_drops(
+        &requests,
+        &[
+            "protocol_desync",
+            "db_pipeline_full",
+            "db_table_full",
+            "kernel_ring_full",
+        ],
+    );
 }

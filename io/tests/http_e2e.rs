@@ -168,16 +168,8 @@ http {{
         .stderr(Stdio::null())
         .spawn()
         .expect("nginx (installed by cross/bootstrap.sh)");
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-        || std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "nginx did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(port, "nginx");
+    wait_for_port(tls_port, "nginx (TLS)");
     Nginx {
         proc: child,
         port,
@@ -369,16 +361,15 @@ c.close()
     assert_eq!(samples(&requests, client, port, "200"), 10);
     assert_eq!(samples(&requests, client, port, "404"), 3);
     assert_eq!(samples(&requests, client, port, "500"), 2);
-    let dropped = points(&requests, "telegen.agent.dropped");
-    for reason in [
-        "kernel_ring_full",
-        "http_table_full",
-        "span_queue_full",
-        "decode_error",
-    ] {
-        let p = latest(&dropped, &[("reason", reason)]).unwrap();
-        assert_eq!(p.value, 0, "no {reason} drops expected");
-    }
+    assert_no_drops(
+        &requests,
+        &[
+            "kernel_ring_full",
+            "http_table_full",
+            "span_queue_full",
+            "decode_error",
+        ],
+    );
 
     // The recording holds what the agent read: replayed through the same per-record step,
     // it gives the same exchanges.
@@ -732,14 +723,7 @@ fn a_server_in_a_container_cgroup_carries_its_container_and_service() {
         .stderr(Stdio::null())
         .spawn()
         .expect("python3 -m http.server");
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(port, "the server");
     let cgroup_file = std::fs::read_to_string(format!("/proc/{}/cgroup", server.id())).unwrap();
     assert!(cgroup_file.contains(&id), "{cgroup_file}");
     let receiver = Receiver::start("http-container");

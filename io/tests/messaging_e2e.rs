@@ -41,14 +41,7 @@ fn start_mosquitto(test: &str) -> Mosquitto {
         .stderr(Stdio::null())
         .spawn()
         .expect("mosquitto (installed by cross/bootstrap.sh)");
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", PORT)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "mosquitto did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(PORT, "mosquitto");
     Mosquitto(child)
 }
 
@@ -188,14 +181,13 @@ fn mqtt_publish_receive_and_subscribe_become_spans_and_metrics() {
         0,
         "the broker is not a client"
     );
-    let dropped = points(&requests, "telegen.agent.dropped");
-    for reason in [
-        "protocol_desync",
-        "db_pipeline_full",
-        "db_table_full",
-        "kernel_ring_full",
-    ] {
-        let p = latest(&dropped, &[("reason", reason)]).unwrap();
-        assert_eq!(p.value, 0, "no {reason} drops expected");
-    }
+    assert_no_drops(
+        &requests,
+        &[
+            "protocol_desync",
+            "db_pipeline_full",
+            "db_table_full",
+            "kernel_ring_full",
+        ],
+    );
 }

@@ -427,3 +427,25 @@ pub fn histogram_count(
     }
     seen.iter().map(|s| s.2).sum()
 }
+
+/// Waits until something listens on loopback `port`, at most 10 s; `what` names it.
+pub fn wait_for_port(port: u16, what: &str) {
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The latest `telegen.agent.dropped` of each of `reasons` is there and zero.
+pub fn assert_no_drops(requests: &[Value], reasons: &[&str]) {
+    let dropped = points(requests, "telegen.agent.dropped");
+    for reason in reasons {
+        let p =
+            latest(&dropped, &[("reason", reason)]).unwrap_or_else(|| panic!("no {reason} series"));
+        assert_eq!(p.value, 0, "no {reason} drops expected");
+    }
+}
