@@ -22,20 +22,26 @@ impl Drop for Redis {
     }
 }
 
+/// redis-server on a fresh port (three tries: another test may take the port first).
 fn start_redis(test: &str) -> Redis {
     let dir = scratch(test, "redis");
     std::fs::create_dir_all(&dir).unwrap();
+    (0..3)
+        .find_map(|_| try_redis(&dir))
+        .expect("redis-server did not start in three tries")
+}
+
+fn try_redis(dir: &std::path::Path) -> Option<Redis> {
     let port = free_port();
-    let proc = Command::new("redis-server")
+    let mut proc = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         .arg("--dir")
-        .arg(&dir)
+        .arg(dir)
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server (installed by cross/bootstrap.sh)");
-    wait_for_port(port, "redis-server");
-    Redis { proc, port }
+    serves(&mut proc, &[port]).then_some(Redis { proc, port })
 }
 
 /// Runs redis-cli with `args`; its output.

@@ -93,7 +93,14 @@ impl Drop for Nginx {
     }
 }
 
+/// nginx on two fresh ports (three tries: another test may take a port first).
 fn start_nginx(test: &str) -> Nginx {
+    (0..3)
+        .find_map(|_| try_nginx(test))
+        .expect("nginx did not start in three tries")
+}
+
+fn try_nginx(test: &str) -> Option<Nginx> {
     let dir = scratch(test, "nginx");
     std::fs::create_dir_all(dir.join("tmp")).unwrap();
     std::fs::write(
@@ -163,18 +170,16 @@ http {{
             break;
         }
     }
-    let child = Command::new("nginx")
+    let mut child = Command::new("nginx")
         .args(["-c", &conf_path.display().to_string(), "-p", &d.to_string()])
         .stderr(Stdio::null())
         .spawn()
         .expect("nginx (installed by cross/bootstrap.sh)");
-    wait_for_port(port, "nginx");
-    wait_for_port(tls_port, "nginx (TLS)");
-    Nginx {
+    serves(&mut child, &[port, tls_port]).then_some(Nginx {
         proc: child,
         port,
         tls_port,
-    }
+    })
 }
 
 fn curl(url: &str, headers: &[&str]) {

@@ -428,6 +428,26 @@ pub fn histogram_count(
     seen.iter().map(|s| s.2).sum()
 }
 
+/// Waits until `child` listens on every one of `ports`, at most 10 s. False when it exited
+/// first: a port `free_port` handed out was taken by another test meanwhile, and the caller
+/// tries again with new ones.
+pub fn serves(child: &mut Child, ports: &[u16]) -> bool {
+    let started = Instant::now();
+    while ports
+        .iter()
+        .any(|p| TcpStream::connect(("127.0.0.1", *p)).is_err())
+    {
+        if child.try_wait().ok().flatten().is_some() || started.elapsed() > Duration::from_secs(10)
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
 /// Waits until something listens on loopback `port`, at most 10 s; `what` names it.
 pub fn wait_for_port(port: u16, what: &str) {
     let started = Instant::now();
