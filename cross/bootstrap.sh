@@ -15,6 +15,7 @@ DEB_PKGS=(
   build-essential pkg-config iproute2 procps util-linux binutils python3 python3-venv
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross gcc-aarch64-linux-gnu qemu-user-static bc file
   libc6-dev-arm64-cross systemd openssl nginx curl wrk buildah redis-server redis-tools mosquitto mosquitto-clients
+  postgresql python3-psycopg mariadb-server mariadb-client libdbd-mariadb-perl
 )
 missing=()
 for p in "${DEB_PKGS[@]}"; do

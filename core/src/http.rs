@@ -143,6 +143,8 @@ pub struct Span {
     pub broken: Option<Broken>,
     /// A database's error (its first word, `WRONGTYPE`); empty without one.
     pub db_error: heapless::String<16>,
+    /// The database (`db.namespace`); empty when unknown or not a database.
+    pub namespace: crate::l7::Namespace,
     /// Seen as TLS plaintext (`https`).
     pub tls: bool,
     pub local: IpAddr,
@@ -186,6 +188,19 @@ impl Span {
             Protocol::Http => {}
             // Database spans: the operation.
             Protocol::Redis => return,
+            // SQL: the operation and the database (`SELECT shop`).
+            Protocol::Postgres | Protocol::Mysql | Protocol::Mariadb => {
+                if self.method.is_empty() {
+                    let _ = out.push_str(self.protocol.db_system().unwrap_or_default());
+                }
+                if !self.namespace.is_empty() {
+                    if !out.is_empty() {
+                        let _ = out.push(' ');
+                    }
+                    let _ = out.push_str(&self.namespace);
+                }
+                return;
+            }
             // Messaging spans: the operation and the topic, ids collapsed.
             Protocol::Mqtt => {
                 if self.path.is_empty() {
@@ -673,6 +688,7 @@ impl HttpTracker {
             minor_version: open.minor_version,
             broken,
             db_error: heapless::String::new(),
+            namespace: heapless::String::new(),
             tls: conn.tls,
             local: conn.local,
             local_port: conn.local_port,

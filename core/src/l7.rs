@@ -11,6 +11,9 @@ use crate::tcp::{Process, Side};
 /// An operation's name (`GET`, `publish`) or an error's first word (`WRONGTYPE`, `0x80`).
 pub type Word = heapless::String<16>;
 
+/// A database's name (`db.namespace`).
+pub type Namespace = heapless::String<32>;
+
 /// The descriptor's key in a tracker's table.
 pub(crate) fn conn_key(tgid: u32, fd: u32) -> u64 {
     (u64::from(tgid) << 32) | u64::from(fd)
@@ -56,6 +59,7 @@ impl Ends {
 pub struct OperationKey {
     pub protocol: Protocol,
     pub operation: Word,
+    pub namespace: Namespace,
     pub error: Word,
     pub server_port: u16,
     pub process: Process,
@@ -64,9 +68,18 @@ pub struct OperationKey {
 impl Attributes for OperationKey {
     fn attributes(&self, out: &mut Attrs) {
         match self.protocol {
-            Protocol::Redis => {
-                let _ = out.push(Attr::str("db.system.name", "redis"));
-                let _ = out.push(Attr::str("db.operation.name", &self.operation));
+            Protocol::Redis | Protocol::Postgres | Protocol::Mysql | Protocol::Mariadb => {
+                let system = self.protocol.db_system().unwrap_or_default();
+                let _ = out.push(Attr::str("db.system.name", system));
+                if !self.operation.is_empty() {
+                    let _ = out.push(Attr::str("db.operation.name", &self.operation));
+                }
+                if !self.namespace.is_empty() {
+                    let _ = out.push(Attr::str("db.namespace", &self.namespace));
+                }
+                if self.protocol.has_status_codes() && !self.error.is_empty() {
+                    let _ = out.push(Attr::str("db.response.status_code", &self.error));
+                }
             }
             Protocol::Mqtt => {
                 let _ = out.push(Attr::str("messaging.system", "mqtt"));
@@ -94,6 +107,8 @@ pub(crate) struct Begun {
     pub start_ns: u64,
     pub context: SpanContext,
     pub parent_span_id: [u8; 8],
+    /// The database (empty when unknown or not a database).
+    pub namespace: Namespace,
 }
 
 impl Begun {
@@ -118,6 +133,7 @@ impl Begun {
             start_ns,
             context,
             parent_span_id,
+            namespace: Namespace::new(),
         }
     }
 }
@@ -149,6 +165,7 @@ pub(crate) fn finish(
         minor_version: 0,
         broken,
         db_error: error,
+        namespace: b.namespace,
         tls: ends.tls,
         local: ends.local,
         local_port: ends.local_port,
@@ -162,6 +179,7 @@ pub(crate) fn finish(
         let key = OperationKey {
             protocol,
             operation: span.method.clone(),
+            namespace: span.namespace.clone(),
             error: e,
             server_port: span.server().1,
             process: ends.process,

@@ -2,7 +2,10 @@
 //! of recordings (benchmarks, tests) so that they measure and check the agent's own path.
 
 use crate::http::HttpTracker;
+use crate::metrics::MetricSink;
 use crate::mqtt::MqttTracker;
+use crate::mysql::MysqlTracker;
+use crate::postgres::PostgresTracker;
 use crate::record::{DecodeError, Protocol, Record, decode};
 use crate::redis::RedisTracker;
 use crate::selfmetrics::{AgentCounters, DropReason};
@@ -15,6 +18,56 @@ pub struct Trackers {
     pub http: HttpTracker,
     pub redis: RedisTracker,
     pub mqtt: MqttTracker,
+    pub postgres: PostgresTracker,
+    pub mysql: MysqlTracker,
+}
+
+impl Trackers {
+    /// The trackers around `tcp` and `http`, each protocol after HTTP following up to
+    /// `connections` descriptors, each metric up to `series_per_metric` series.
+    pub fn new(
+        tcp: TcpTracker,
+        http: HttpTracker,
+        connections: usize,
+        series_per_metric: usize,
+    ) -> Self {
+        let (c, s) = (connections, series_per_metric);
+        Self {
+            tcp,
+            http,
+            redis: RedisTracker::new(c, s),
+            mqtt: MqttTracker::new(c, s),
+            postgres: PostgresTracker::new(c, s),
+            mysql: MysqlTracker::new(c, s),
+        }
+    }
+
+    /// What the tables of the protocols after HTTP take, each with its budget line.
+    pub fn protocol_bytes(
+        connections: usize,
+        series_per_metric: usize,
+    ) -> [(&'static str, usize); 4] {
+        let (c, s) = (connections, series_per_metric);
+        [
+            ("Redis tables and metric series", RedisTracker::bytes(c, s)),
+            ("MQTT tables and metric series", MqttTracker::bytes(c, s)),
+            (
+                "PostgreSQL tables and metric series",
+                PostgresTracker::bytes(c, s),
+            ),
+            ("MySQL tables and metric series", MysqlTracker::bytes(c, s)),
+        ]
+    }
+
+    /// Hands every tracker's metrics to the sink.
+    pub fn report(&self, sink: &mut dyn MetricSink) {
+        self.tcp.report(sink);
+        self.http.report(sink);
+        self.redis.report(sink);
+        self.mqtt.report(sink);
+        self.postgres.report(sink);
+        self.mysql.report(sink);
+    }
 }
 
 /// Decodes `bytes` and hands the record to the tracker it belongs to. A record that does not
@@ -35,6 +88,8 @@ pub fn on_record(
                 Protocol::Http => t.http.on_data(&r, counters),
                 Protocol::Redis => t.redis.on_data(&r, &mut t.http, counters),
                 Protocol::Mqtt => t.mqtt.on_data(&r, &mut t.http, counters),
+                Protocol::Postgres => t.postgres.on_data(&r, &mut t.http, counters),
+                Protocol::Mysql | Protocol::Mariadb => t.mysql.on_data(&r, &mut t.http, counters),
             }
         }
         Ok(Record::Close(r)) => {
@@ -42,6 +97,8 @@ pub fn on_record(
             t.http.on_close(&r, counters);
             t.redis.on_close(&r, &mut t.http, counters);
             t.mqtt.on_close(&r, &mut t.http, counters);
+            t.postgres.on_close(&r, &mut t.http, counters);
+            t.mysql.on_close(&r, &mut t.http, counters);
         }
         Err(e) => {
             counters.drop(DropReason::DecodeError, 1);
@@ -49,4 +106,33 @@ pub fn on_record(
         }
     }
     Ok(())
+}
+
+/// Replays a recording through fresh trackers: the spans they made, and the counters.
+#[cfg(test)]
+pub(crate) fn replay(recording: &[u8]) -> (alloc::vec::Vec<crate::http::Span>, AgentCounters) {
+    use crate::http::{HttpLimits, RootSampling, Sampling};
+    use crate::tcp::TcpLimits;
+    let tcp = TcpTracker::new(TcpLimits {
+        connections: 64,
+        listeners: 16,
+        series_per_metric: 64,
+    });
+    let limits = HttpLimits {
+        connections: 16,
+        exchanges: 16,
+        spans: 256,
+        series_per_metric: 64,
+    };
+    let sampling = Sampling {
+        parent_based: true,
+        root: RootSampling::AlwaysOn,
+    };
+    let mut t = Trackers::new(tcp, HttpTracker::new(limits, 1, sampling), 16, 64);
+    let mut counters = AgentCounters::default();
+    for r in crate::recording::records(recording).expect("a recording") {
+        let r = r.expect("a whole record");
+        let _ = on_record(r, &mut t, &mut counters);
+    }
+    (t.http.spans().drain(..).collect(), counters)
 }

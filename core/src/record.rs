@@ -168,6 +168,28 @@ pub enum Protocol {
     Http,
     Redis,
     Mqtt,
+    Postgres,
+    /// MySQL's protocol; spans of a MariaDB server say [`Protocol::Mariadb`].
+    Mysql,
+    Mariadb,
+}
+
+impl Protocol {
+    /// `db.system.name` of a database protocol.
+    pub fn db_system(self) -> Option<&'static str> {
+        match self {
+            Self::Redis => Some("redis"),
+            Self::Postgres => Some("postgresql"),
+            Self::Mysql => Some("mysql"),
+            Self::Mariadb => Some("mariadb"),
+            Self::Http | Self::Mqtt => None,
+        }
+    }
+
+    /// Its errors are codes the server sent (`db.response.status_code`).
+    pub fn has_status_codes(self) -> bool {
+        matches!(self, Self::Postgres | Self::Mysql | Self::Mariadb)
+    }
 }
 
 /// A descriptor that carried data was closed.
@@ -283,6 +305,8 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
                 protocol: match f.u16(102) {
                     fl if fl & data_flags::REDIS != 0 => Protocol::Redis,
                     fl if fl & data_flags::MQTT != 0 => Protocol::Mqtt,
+                    fl if fl & data_flags::POSTGRES != 0 => Protocol::Postgres,
+                    fl if fl & data_flags::MYSQL != 0 => Protocol::Mysql,
                     _ => Protocol::Http,
                 },
                 data: &buf[104..104 + captured as usize],

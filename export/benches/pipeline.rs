@@ -22,7 +22,6 @@ use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
 use telegen_core::pipeline::{self, Trackers};
 use telegen_core::record::{Record, decode, encode_tcp_event};
 use telegen_core::recording;
-use telegen_core::redis::RedisTracker;
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
 use telegen_core::tcp::{TcpLimits, TcpTracker};
 use telegen_export::codec::{Codec, Format, encode_fitting};
@@ -217,13 +216,13 @@ fn replay() {
     );
     let period = last - first + 1_000_000;
 
-    let mut t = Trackers {
-        tcp: TcpTracker::new(TcpLimits {
+    let mut t = Trackers::new(
+        TcpTracker::new(TcpLimits {
             connections: 4096,
             listeners: 256,
             series_per_metric: 1000,
         }),
-        http: HttpTracker::new(
+        HttpTracker::new(
             HttpLimits {
                 connections: 1024,
                 exchanges: 1024,
@@ -236,9 +235,9 @@ fn replay() {
                 root: RootSampling::AlwaysOn,
             },
         ),
-        redis: RedisTracker::new(128, 1000),
-        mqtt: telegen_core::mqtt::MqttTracker::new(128, 1000),
-    };
+        128,
+        1000,
+    );
     let mut counters = AgentCounters::default();
     let mut encoder = Encoder::default();
     let mut writer = telegen_export::spanpb::SpanWriter::default();
@@ -282,10 +281,7 @@ fn replay() {
                 since_metrics = 0;
                 let t2 = Instant::now();
                 let mut c = MetricsCollector::new(1, 2);
-                t.tcp.report(&mut c);
-                t.http.report(&mut c);
-                t.redis.report(&mut c);
-                t.mqtt.report(&mut c);
+                t.report(&mut c);
                 counters.report(&mut c);
                 let mut out = Vec::new();
                 for req in c.into_requests(&res, 2000) {

@@ -104,6 +104,7 @@ fn telegen(n: usize, level: u32) -> (Duration, u64, u64) {
             minor_version: 1,
             broken: None,
             db_error: heapless::String::new(),
+            namespace: heapless::String::new(),
             tls: false,
             local: lo,
             local_port: 8080,

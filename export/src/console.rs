@@ -44,8 +44,8 @@ impl ConsoleSink {
             "span {kind} {name} {} {:.3}ms {}[{}] {server}:{port} trace={} span={}",
             match s.protocol {
                 telegen_core::record::Protocol::Http => s.status.to_string(),
-                telegen_core::record::Protocol::Redis => "redis".to_string(),
                 telegen_core::record::Protocol::Mqtt => "mqtt".to_string(),
+                p => p.db_system().unwrap_or_default().to_string(),
             },
             (s.end_ns - s.start_ns) as f64 / 1e6,
             comm_str(&s.process.comm),

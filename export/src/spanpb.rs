@@ -274,9 +274,21 @@ fn write_span(out: &mut Vec<u8>, s: &Span, unix_offset_ns: u64) {
             kv_str(out, 9, "url.scheme", s.scheme());
             kv_str(out, 9, "network.protocol.version", version);
         }
-        Protocol::Redis => {
-            kv_str(out, 9, "db.system.name", "redis");
-            kv_str(out, 9, "db.operation.name", &s.method);
+        Protocol::Redis | Protocol::Postgres | Protocol::Mysql | Protocol::Mariadb => {
+            let system = s.protocol.db_system().unwrap_or_default();
+            kv_str(out, 9, "db.system.name", system);
+            if !s.method.is_empty() {
+                kv_str(out, 9, "db.operation.name", &s.method);
+            }
+            if !s.namespace.is_empty() {
+                kv_str(out, 9, "db.namespace", &s.namespace);
+            }
+            if !s.path.is_empty() {
+                kv_str(out, 9, "db.query.text", &s.path);
+            }
+            if s.protocol.has_status_codes() && !s.db_error.is_empty() {
+                kv_str(out, 9, "db.response.status_code", &s.db_error);
+            }
         }
         Protocol::Mqtt => {
             kv_str(out, 9, "messaging.system", "mqtt");
@@ -348,6 +360,7 @@ mod tests {
             minor_version: (status % 2) as u8,
             broken: (status == 0).then_some(Broken::Closed),
             db_error: heapless::String::new(),
+            namespace: heapless::String::new(),
             tls: status == 404,
             local: a,
             local_port: 8443,
@@ -367,6 +380,15 @@ mod tests {
         s
     }
 
+    fn postgres() -> Span {
+        let mut s = redis(Side::Client, "42P01");
+        s.protocol = telegen_core::record::Protocol::Postgres;
+        s.method = heapless::String::try_from("SELECT").unwrap();
+        s.path = Path::try_from("SELECT * FROM t WHERE id = ?").unwrap();
+        s.namespace = heapless::String::try_from("shop").unwrap();
+        s
+    }
+
     #[test]
     fn decodes_to_the_message_the_struct_path_builds() {
         let spans = vec![
@@ -377,6 +399,7 @@ mod tests {
             span(9, Side::Server, 201, false, false),
             redis(Side::Client, "WRONGTYPE"),
             redis(Side::Server, ""),
+            postgres(),
         ];
         let mut resource = Resource::default();
         resource.attributes.push(prost_kv("service.name", "edge"));
@@ -465,6 +488,21 @@ mod tests {
         );
         assert_eq!((r[0].name.as_str(), r[1].attributes.len()), ("LPUSH", 6));
         assert_eq!(r[0].status.as_ref().map(|s| s.code), Some(2));
+        // A PostgreSQL span: its database, statement and SQLSTATE too.
+        let keys: Vec<&str> = r[2].attributes.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(
+            keys[..6],
+            [
+                "db.system.name",
+                "db.operation.name",
+                "db.namespace",
+                "db.query.text",
+                "db.response.status_code",
+                "server.address",
+            ]
+        );
+        assert_eq!(r[2].name, "SELECT shop");
+        assert_eq!(r[2].kind, 3);
         // The buffers are reused: a second, smaller write is not polluted by the first.
         w.write(&spans[..1], &resource, offset, &mut out);
         let again = ExportTraceServiceRequest::decode(&out[..]).unwrap();

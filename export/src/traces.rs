@@ -40,10 +40,26 @@ pub fn otlp_span(s: &Span, unix_offset_ns: u64) -> OtlpSpan {
             kv_str("url.scheme", s.scheme()),
             kv_str("network.protocol.version", version),
         ],
-        Protocol::Redis => vec![
-            kv_str("db.system.name", "redis"),
-            kv_str("db.operation.name", &s.method),
-        ],
+        Protocol::Redis | Protocol::Postgres | Protocol::Mysql | Protocol::Mariadb => {
+            let mut a = vec![kv_str(
+                "db.system.name",
+                s.protocol.db_system().unwrap_or_default(),
+            )];
+            let optional = [
+                ("db.operation.name", s.method.as_str()),
+                ("db.namespace", s.namespace.as_str()),
+                ("db.query.text", s.path.as_str()),
+            ];
+            for (k, v) in optional {
+                if !v.is_empty() {
+                    a.push(kv_str(k, v));
+                }
+            }
+            if s.protocol.has_status_codes() && !s.db_error.is_empty() {
+                a.push(kv_str("db.response.status_code", &s.db_error));
+            }
+            a
+        }
         Protocol::Mqtt => {
             let mut a = vec![
                 kv_str("messaging.system", "mqtt"),
@@ -239,6 +255,7 @@ mod tests {
             minor_version: 1,
             broken: None,
             db_error: heapless::String::new(),
+            namespace: heapless::String::new(),
             tls: false,
             local: IpAddr {
                 v6: false,

@@ -20,9 +20,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use telegen_config::{Config, RootSampler, Signal};
 use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
-use telegen_core::mqtt::MqttTracker;
 use telegen_core::pipeline::{self, Trackers};
-use telegen_core::redis::RedisTracker;
 use telegen_core::selfmetrics::AgentCounters;
 use telegen_core::tcp::{Process, TcpLimits, TcpTracker};
 use telegen_export::client::Batch;
@@ -178,11 +176,9 @@ impl Agent {
         );
         let encoder = Encoder::with_level(config.otlp.gzip_level);
         let http = HttpTracker::new(Self::http_limits(&config), id_seed(), sampling(&config));
-        let redis = RedisTracker::new(
-            config.limits.db_connections,
-            config.limits.series_per_metric,
-        );
-        let mqtt = MqttTracker::new(
+        let t = Trackers::new(
+            tracker,
+            http,
             config.limits.db_connections,
             config.limits.series_per_metric,
         );
@@ -191,12 +187,7 @@ impl Agent {
             poll,
             kernel,
             signals,
-            t: Trackers {
-                tcp: tracker,
-                http,
-                redis,
-                mqtt,
-            },
+            t,
             counters,
             metrics,
             traces,
@@ -438,10 +429,7 @@ impl Agent {
         let now_unix = unix_ns();
         if self.config.console {
             let mut sink = ConsoleSink::default();
-            self.t.tcp.report(&mut sink);
-            self.t.http.report(&mut sink);
-            self.t.redis.report(&mut sink);
-            self.t.mqtt.report(&mut sink);
+            self.t.report(&mut sink);
             self.counters.report(&mut sink);
             for c in [&self.metrics, &self.traces].into_iter().flatten() {
                 c.report(&mut sink);
@@ -454,10 +442,7 @@ impl Agent {
             return;
         };
         let mut collector = MetricsCollector::new(self.start_unix_ns, now_unix);
-        self.t.tcp.report(&mut collector);
-        self.t.http.report(&mut collector);
-        self.t.redis.report(&mut collector);
-        self.t.mqtt.report(&mut collector);
+        self.t.report(&mut collector);
         self.counters.report(&mut collector);
         conn.report(&mut collector);
         if let Some(t) = &self.traces {

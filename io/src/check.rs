@@ -34,20 +34,13 @@ pub fn budget(config: &Config) -> Budget {
         "HTTP tables, span queue and metric series",
         Agent::http_limits(config).bytes(),
     );
-    b.add(
-        "Redis tables and metric series",
-        telegen_core::redis::RedisTracker::bytes(
-            config.limits.db_connections,
-            config.limits.series_per_metric,
-        ),
+    let protocols = telegen_core::pipeline::Trackers::protocol_bytes(
+        config.limits.db_connections,
+        config.limits.series_per_metric,
     );
-    b.add(
-        "MQTT tables and metric series",
-        telegen_core::mqtt::MqttTracker::bytes(
-            config.limits.db_connections,
-            config.limits.series_per_metric,
-        ),
-    );
+    for (what, bytes) in protocols {
+        b.add(what, bytes);
+    }
     b.add("metrics export queue", config.limits.export_queue_bytes);
     if config
         .export_settings(telegen_config::Signal::Traces)

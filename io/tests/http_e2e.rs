@@ -13,7 +13,6 @@ use support::*;
 use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
 use telegen_core::pipeline::{self, Trackers};
 use telegen_core::recording;
-use telegen_core::redis::RedisTracker;
 use telegen_core::selfmetrics::AgentCounters;
 use telegen_core::tcp::{Side, TcpLimits, TcpTracker};
 
@@ -404,13 +403,13 @@ c.close()
 /// `port` by side and status, in the order (server, client) × (200, 404, 500).
 fn replay(path: &Path, port: u16) -> Vec<(Side, u16, usize)> {
     let buf = std::fs::read(path).expect("the recording");
-    let mut t = Trackers {
-        tcp: TcpTracker::new(TcpLimits {
+    let mut t = Trackers::new(
+        TcpTracker::new(TcpLimits {
             connections: 1024,
             listeners: 64,
             series_per_metric: 100,
         }),
-        http: HttpTracker::new(
+        HttpTracker::new(
             HttpLimits {
                 connections: 1024,
                 exchanges: 1024,
@@ -423,9 +422,9 @@ fn replay(path: &Path, port: u16) -> Vec<(Side, u16, usize)> {
                 root: RootSampling::AlwaysOn,
             },
         ),
-        redis: RedisTracker::new(16, 100),
-        mqtt: telegen_core::mqtt::MqttTracker::new(16, 100),
-    };
+        16,
+        100,
+    );
     let mut counters = AgentCounters::default();
     let mut n = 0;
     for r in recording::records(&buf).expect("a recording") {

@@ -176,6 +176,10 @@ pub mod data_flags {
     pub const REDIS: u16 = 2;
     /// The descriptor speaks MQTT: every call on it is captured, however short.
     pub const MQTT: u16 = 4;
+    /// The descriptor speaks PostgreSQL's protocol 3: every call on it is captured.
+    pub const POSTGRES: u16 = 8;
+    /// The descriptor speaks MySQL's protocol: every call on it is captured.
+    pub const MYSQL: u16 = 16;
 }
 
 /// The ports MQTT brokers listen on (plain, TLS): a descriptor on one of them is MQTT.

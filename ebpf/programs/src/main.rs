@@ -285,8 +285,9 @@ fn perf_output<C: EbpfContext, T>(ctx: &C, event: &T, size: u64) -> Result<(), K
 // `sock:sock_recv_length` / `sock:sock_send_length` (Linux 6.4+) fire in the same thread when
 // the descriptor is a socket, naming its `struct sock`: only such calls, on TCP, are captured,
 // at the exit, with the connection read from the socket. Writes are kept only when their
-// first bytes look like HTTP, a Redis command or an MQTT CONNECT, or when their descriptor
-// already carried Redis or MQTT (whose messages can be a few bytes of anything); reads are
+// first bytes look like HTTP, a Redis command, an MQTT CONNECT, a PostgreSQL startup or a
+// MySQL handshake, or when their descriptor already carried one of those but HTTP (whose
+// messages can be a few bytes of anything); reads are
 // looked at when they return, and a socket on an MQTT port is MQTT whatever its first bytes
 // (brokers read a packet's first byte alone).
 //
@@ -333,7 +334,8 @@ const DATA_HEADER: usize = core::mem::size_of::<DataEvent>() - DATA_CAP;
 static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(8192, 0);
 
 /// Descriptors (tgid << 32 | fd) that carried captured bytes, with their protocol
-/// ([`FD_HTTP`], [`FD_REDIS`], [`FD_MQTT`]): their close is reported.
+/// ([`FD_HTTP`], [`FD_REDIS`], [`FD_MQTT`], [`FD_POSTGRES`], [`FD_MYSQL`]): their close
+/// is reported.
 #[map(name = "CAPTURED_FDS")]
 static CAPTURED_FDS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
 
@@ -344,6 +346,8 @@ static DATA_SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0
 const FD_HTTP: u8 = 1;
 const FD_REDIS: u8 = 2;
 const FD_MQTT: u8 = 3;
+const FD_POSTGRES: u8 = 4;
+const FD_MYSQL: u8 = 5;
 
 /// `CAPTURED_FDS` key of this process's descriptor `fd`.
 #[inline(always)]
@@ -375,10 +379,17 @@ fn protocol_of(fd: u32, buf: u64, len: u64) -> u8 {
         if looks_like_mqtt_connect(&h) {
             return FD_MQTT;
         }
+        if looks_like_postgres_startup(&h) {
+            return FD_POSTGRES;
+        }
+        if looks_like_mysql_handshake(&h) {
+            return FD_MYSQL;
+        }
     }
     if len > 0 {
+        // Every protocol but HTTP: its messages can be a few bytes of anything.
         let tagged = fd_protocol(fd);
-        if tagged == FD_REDIS || tagged == FD_MQTT {
+        if tagged > FD_HTTP {
             return tagged;
         }
     }
@@ -433,6 +444,21 @@ fn looks_like_mqtt_connect(b: &[u8; 8]) -> bool {
         [0x10, l, m, 0, 4, b'M', b'Q', b'T'] => *l & 0x80 != 0 && *m & 0x80 == 0,
         _ => false,
     }
+}
+
+/// Whether the first bytes are a PostgreSQL startup message of protocol 3.0: a length
+/// under 64 KiB, then the code `00 03 00 00`.
+#[inline(always)]
+fn looks_like_postgres_startup(b: &[u8; 8]) -> bool {
+    matches!(b, [0, 0, _, _, 0, 3, 0, 0])
+}
+
+/// Whether the first bytes are a MySQL server's handshake: a length under 64 KiB, sequence
+/// 0, protocol version 10, then a version's first characters (`10.`, `8.0`, `5.5`).
+#[inline(always)]
+fn looks_like_mysql_handshake(b: &[u8; 8]) -> bool {
+    let v = |c: u8| c.is_ascii_digit() || c == b'.';
+    matches!(b, [_, _, 0, 0, 10, d, ..] if d.is_ascii_digit()) && v(b[6]) && v(b[7])
 }
 
 /// The first buffer of a call: `(base, len)`. `len` is the buffer's size, not what moved.
@@ -727,6 +753,8 @@ fn capture<C: EbpfContext>(
         | match protocol {
             FD_REDIS => data_flags::REDIS,
             FD_MQTT => data_flags::MQTT,
+            FD_POSTGRES => data_flags::POSTGRES,
+            FD_MYSQL => data_flags::MYSQL,
             _ => 0,
         };
     event.sock = p.sock;
