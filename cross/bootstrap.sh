@@ -15,7 +15,8 @@ DEB_PKGS=(
   build-essential pkg-config iproute2 procps util-linux binutils python3 python3-venv
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross gcc-aarch64-linux-gnu qemu-user-static bc file
   libc6-dev-arm64-cross systemd openssl nginx curl wrk buildah redis-server redis-tools mosquitto mosquitto-clients
-  postgresql python3-psycopg mariadb-server mariadb-client libdbd-mariadb-perl
+  postgresql python3-psycopg mariadb-server mariadb-client libdbd-mariadb-perl dnsmasq bind9-dnsutils
+  rabbitmq-server
 )
 missing=()
 for p in "${DEB_PKGS[@]}"; do
@@ -86,11 +87,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 # opentelemetry-sdk: an instrumented client for the trace-context test. helm-python-sdk:
-# Helm's Go SDK as a library, to render and lint the chart without a helm binary.
-if ! "$VENV/bin/python" -c 'import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2, opentelemetry.sdk.trace, yaml, kubernetes_validate, helm_python' 2>/dev/null; then
-  log "pip install opentelemetry-proto opentelemetry-sdk pyyaml kubernetes-validate helm-python-sdk"
+# Helm's Go SDK as a library, to render and lint the chart without a helm binary. pika: the
+# AMQP client of the RabbitMQ test.
+if ! "$VENV/bin/python" -c 'import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2, opentelemetry.sdk.trace, yaml, kubernetes_validate, helm_python, pika' 2>/dev/null; then
+  log "pip install opentelemetry-proto opentelemetry-sdk pyyaml kubernetes-validate helm-python-sdk pika"
   "$VENV/bin/pip" install -q opentelemetry-proto opentelemetry-sdk pyyaml kubernetes-validate \
-    'helm-python-sdk==0.2.2'
+    'helm-python-sdk==0.2.2' pika
 fi
 
 # --- tracefs --------------------------------------------------------------------------------

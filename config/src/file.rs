@@ -19,7 +19,14 @@ struct File {
     spool: Option<SpoolFile>,
     security: Option<SecurityFile>,
     kernel: Option<KernelFile>,
+    dns: Option<DnsFile>,
     console: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsFile {
+    spans: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +161,9 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
         )
     })?;
     let key = |k: &str| format!("{name}: {k}");
+    if let Some(v) = f.dns.and_then(|d| d.spans) {
+        c.dns_spans = v;
+    }
     if let Some(v) = f.console {
         c.console = v;
     }

@@ -220,7 +220,8 @@ pub struct Limits {
     pub http_exchanges: usize,
     /// Finished spans waiting for export (the oldest is dropped, and counted, beyond).
     pub span_queue: usize,
-    /// Database descriptors (Redis) followed at once.
+    /// Descriptors followed at once by each protocol tracker after HTTP (Redis, MQTT,
+    /// PostgreSQL, MySQL), and DNS queries waiting for answers.
     pub db_connections: usize,
 }
 
@@ -289,6 +290,8 @@ impl Sampler {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub console: bool,
+    /// A client span per DNS lookup (`[dns] spans`); the lookup metric is always kept.
+    pub dns_spans: bool,
     pub sampler: Sampler,
     pub otlp: Otlp,
     pub metrics: SignalConfig,
@@ -347,6 +350,7 @@ impl Default for Config {
         };
         Self {
             console: false,
+            dns_spans: true,
             otlp: Otlp {
                 endpoint: None,
                 base: OtlpOverrides {

@@ -186,6 +186,12 @@ fn bad_values_are_refused_with_their_source() {
     let e = run(&["-c", &f], &[]).unwrap_err();
     assert!(e.message.contains("power of two"), "{e}");
     assert_eq!(config(&[], &[]).limits.db_connections, 128);
+    assert!(config(&[], &[]).dns_spans);
+    let f = write("dns.toml", "[dns]\nspans = false\n");
+    assert!(!config(&["-c", &f], &[]).dns_spans);
+    let f = write("dns-bad.toml", "[dns]\nspan = false\n");
+    let e = run(&["-c", &f], &[]).unwrap_err();
+    assert!(e.to_string().contains("span"), "{e}");
     let f = write("db.toml", "[limits]\ndb_connections = 8\n");
     assert_eq!(config(&["-c", &f], &[]).limits.db_connections, 8);
     let f = write("db0.toml", "[limits]\ndb_connections = 0\n");

@@ -1,6 +1,7 @@
 //! Length-prefixed messages followed through a byte stream fed in pieces: the framing of the
-//! PostgreSQL (type byte, big-endian length) and MySQL (little-endian length, sequence byte)
-//! wire protocols. Only the first [`KEEP`] bytes of each message's body are kept, enough for
+//! PostgreSQL (type byte, big-endian length), MySQL (little-endian length, sequence byte),
+//! AMQP 0-9-1 (type, channel, big-endian size, frame end) and Kafka (big-endian size) wire
+//! protocols. Only the first [`KEEP`] bytes of each message's body are kept, enough for
 //! a statement's text, an error's code or a startup's parameters; the rest, and whatever the
 //! capture cut off inside a body, is passed over.
 
@@ -18,6 +19,13 @@ pub enum Framing {
     PgTyped,
     /// A MySQL packet: a 3-byte little-endian length (itself excluded), a sequence byte.
     Mysql,
+    /// AMQP 0-9-1's protocol header (`AMQP\0\0\x09\x01`), then [`Framing::Amqp`].
+    AmqpHeader,
+    /// An AMQP frame: a type byte, a 2-byte channel, a 4-byte size, the payload, `0xCE`
+    /// (the body of a [`Msg`] is the payload and that last byte).
+    Amqp,
+    /// A Kafka request or response: a 4-byte big-endian size, then that many bytes.
+    Kafka,
 }
 
 /// The framing could not be followed.
@@ -35,6 +43,8 @@ pub struct Msg<'a> {
     pub whole: bool,
     /// MySQL: this packet continues the previous one (which had the largest length).
     pub continued: bool,
+    /// AMQP: the frame's channel.
+    pub channel: u16,
 }
 
 /// The requests a PostgreSQL client may send before its startup message.
@@ -42,13 +52,18 @@ const PG_SSL_REQUEST: u32 = 80_877_103;
 const PG_GSSENC_REQUEST: u32 = 80_877_104;
 
 const MYSQL_MAX: u32 = 0x00ff_ffff;
+/// Largest AMQP frame accepted (RabbitMQ's default `frame_max` is 128 KiB; 512 MiB is the
+/// most a broker lets a message be).
+const AMQP_MAX: u32 = 1 << 29;
+/// Largest Kafka message accepted (a client's `fetch.max.bytes` defaults to 50 MiB).
+const KAFKA_MAX: u32 = 1 << 30;
 /// Longest PostgreSQL message accepted (the server's own limit is 1 GiB).
 const PG_MAX: u32 = 1 << 30;
 
 #[derive(Debug, Clone)]
 pub struct Framer {
     framing: Framing,
-    head: [u8; 5],
+    head: [u8; 8],
     have: u8,
     /// Body bytes still to come once the header is complete.
     left: u32,
@@ -65,7 +80,7 @@ impl Framer {
     pub fn new(framing: Framing) -> Self {
         Self {
             framing,
-            head: [0; 5],
+            head: [0; 8],
             have: 0,
             left: 0,
             body: heapless::Vec::new(),
@@ -77,8 +92,10 @@ impl Framer {
 
     fn head_len(&self) -> usize {
         match self.framing {
-            Framing::PgStartup | Framing::Mysql => 4,
+            Framing::PgStartup | Framing::Mysql | Framing::Kafka => 4,
             Framing::PgTyped => 5,
+            Framing::Amqp => 7,
+            Framing::AmqpHeader => 8,
         }
     }
 
@@ -164,15 +181,41 @@ impl Framer {
                 self.continues = len == MYSQL_MAX;
                 Ok(len)
             }
+            Framing::Kafka => {
+                let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+                // A correlation id at least; a broker's default limit is 100 MiB.
+                if !(4..=KAFKA_MAX).contains(&size) {
+                    return Err(Desync);
+                }
+                Ok(size)
+            }
+            Framing::AmqpHeader => {
+                if h[..4] != *b"AMQP" {
+                    return Err(Desync);
+                }
+                Ok(0)
+            }
+            Framing::Amqp => {
+                let size = u32::from_be_bytes([h[3], h[4], h[5], h[6]]);
+                // Method, content header, body and heartbeat frames.
+                if !matches!(h[0], 1 | 2 | 3 | 8) || size > AMQP_MAX {
+                    return Err(Desync);
+                }
+                Ok(size + 1)
+            }
         }
     }
 
     fn ended(&mut self, done: &mut impl FnMut(Msg<'_>)) {
         let tag = match self.framing {
-            Framing::PgStartup => 0,
+            Framing::PgStartup | Framing::Kafka => 0,
             Framing::PgTyped => self.head[0],
             Framing::Mysql => self.head[3],
+            Framing::Amqp | Framing::AmqpHeader => self.head[0],
         };
+        if self.framing == Framing::AmqpHeader {
+            self.framing = Framing::Amqp;
+        }
         if self.framing == Framing::PgStartup {
             let code = self
                 .body
@@ -188,6 +231,7 @@ impl Framer {
             body: &self.body,
             whole: !self.cut,
             continued: self.continued,
+            channel: u16::from_be_bytes([self.head[1], self.head[2]]),
         });
     }
 }

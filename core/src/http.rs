@@ -50,6 +50,8 @@ pub const PIPELINE_DEPTH: usize = 4;
 
 pub type Path = heapless::String<PATH_CAP>;
 pub type Method = heapless::String<16>;
+/// An `error.type` value (`connection_closed`, `NOT_LEADER_OR_FOLLOWER`…).
+pub type ErrorType = heapless::String<24>;
 
 /// W3C trace context ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,7 +145,8 @@ pub struct Span {
     pub broken: Option<Broken>,
     /// A database's error (its first word, `WRONGTYPE`); empty without one.
     pub db_error: heapless::String<16>,
-    /// The database (`db.namespace`); empty when unknown or not a database.
+    /// The database (`db.namespace`), an AMQP message's routing key or a Kafka partition;
+    /// empty when unknown or none of those.
     pub namespace: crate::l7::Namespace,
     /// Seen as TLS plaintext (`https`).
     pub tls: bool,
@@ -162,7 +165,7 @@ impl Span {
 
     /// `error.type`: the status code for 5xx (server) or 4xx/5xx (client), or why the
     /// exchange broke.
-    pub fn error_type(&self, out: &mut heapless::String<16>) -> bool {
+    pub fn error_type(&self, out: &mut ErrorType) -> bool {
         if let Some(Broken::Closed) = self.broken {
             let _ = out.push_str("connection_closed");
             return true;
@@ -188,6 +191,13 @@ impl Span {
             Protocol::Http => {}
             // Database spans: the operation.
             Protocol::Redis => return,
+            // DNS: the record type (`DNS AAAA`); the name is an attribute.
+            Protocol::Dns => {
+                out.clear();
+                let _ = out.push_str("DNS ");
+                let _ = out.push_str(&self.method);
+                return;
+            }
             // SQL: the operation and the database (`SELECT shop`).
             Protocol::Postgres | Protocol::Mysql | Protocol::Mariadb => {
                 if self.method.is_empty() {
@@ -202,7 +212,7 @@ impl Span {
                 return;
             }
             // Messaging spans: the operation and the topic, ids collapsed.
-            Protocol::Mqtt => {
+            Protocol::Mqtt | Protocol::Amqp | Protocol::Kafka => {
                 if self.path.is_empty() {
                     return;
                 }
@@ -309,7 +319,7 @@ pub struct RequestKey {
     pub method: Method,
     pub status: u16,
     pub minor_version: u8,
-    pub error: heapless::String<16>,
+    pub error: ErrorType,
     pub server_port: u16,
     pub tls: bool,
     pub process: Process,

@@ -2,9 +2,10 @@
 //! descriptor's ends, the attributes of their client duration histograms, and the finishing
 //! of an operation into a span and a histogram sample.
 
-use crate::http::{Broken, HttpTracker, Path, Span, SpanContext};
-use crate::metrics::{Attr, Attributes, Attrs, Histogram, Series};
-use crate::record::{DataRecord, IpAddr, Protocol};
+use crate::fixed_map::FixedMap;
+use crate::http::{Broken, ErrorType, HttpTracker, Path, Span, SpanContext};
+use crate::metrics::{Attr, Attributes, Attrs, Histogram, MetricDesc, MetricSink, Series};
+use crate::record::{CloseRecord, DataRecord, IpAddr, Protocol};
 use crate::selfmetrics::AgentCounters;
 use crate::tcp::{Process, Side};
 
@@ -60,7 +61,7 @@ pub struct OperationKey {
     pub protocol: Protocol,
     pub operation: Word,
     pub namespace: Namespace,
-    pub error: Word,
+    pub error: ErrorType,
     pub server_port: u16,
     pub process: Process,
 }
@@ -81,14 +82,17 @@ impl Attributes for OperationKey {
                     let _ = out.push(Attr::str("db.response.status_code", &self.error));
                 }
             }
-            Protocol::Mqtt => {
-                let _ = out.push(Attr::str("messaging.system", "mqtt"));
+            Protocol::Mqtt | Protocol::Amqp | Protocol::Kafka => {
+                let _ = out.push(Attr::str(
+                    "messaging.system",
+                    self.protocol.messaging_system().unwrap_or_default(),
+                ));
                 let _ = out.push(Attr::str("messaging.operation.name", &self.operation));
-                if let Some(t) = crate::mqtt::operation_type(&self.operation) {
+                if let Some(t) = self.protocol.operation_type(&self.operation) {
                     let _ = out.push(Attr::str("messaging.operation.type", t));
                 }
             }
-            Protocol::Http => {}
+            Protocol::Http | Protocol::Dns => {}
         }
         let _ = out.push(Attr::int("server.port", i64::from(self.server_port)));
         if !self.error.is_empty() {
@@ -174,7 +178,7 @@ pub(crate) fn finish(
         process: ends.process,
     };
     if ends.side == Side::Client {
-        let mut e = Word::new();
+        let mut e = ErrorType::new();
         span.error_type(&mut e);
         let key = OperationKey {
             protocol,
@@ -188,4 +192,87 @@ pub(crate) fn finish(
         client.point(key).0.record(secs);
     }
     spans.push_span(span, drops);
+}
+
+/// A connection a protocol tracker follows: its ends, and what it leaves unfinished.
+pub(crate) trait Followed {
+    fn ends(&self) -> &Ends;
+    /// The protocol its spans name.
+    fn protocol(&self) -> Protocol;
+    /// The next operation still waiting for its end, with the error it got so far.
+    fn unfinished(&mut self) -> Option<(Begun, Word)>;
+}
+
+/// What every protocol tracker after HTTP holds: its connections by descriptor, and the
+/// client duration histogram.
+pub(crate) struct Table<C> {
+    pub conns: FixedMap<u64, C>,
+    pub client: Series<OperationKey, Histogram>,
+}
+
+impl<C: Followed> Table<C> {
+    /// Room for `connections` descriptors and `series` attribute sets of `desc`, whose
+    /// histograms `make` builds.
+    pub fn new(
+        connections: usize,
+        series: usize,
+        desc: &'static MetricDesc,
+        make: fn() -> Histogram,
+    ) -> Self {
+        Self {
+            conns: FixedMap::with_capacity(connections),
+            client: Series::new(desc, series, make),
+        }
+    }
+
+    /// Bytes the tables take.
+    pub fn bytes(connections: usize, series: usize) -> usize {
+        FixedMap::<u64, C>::bytes_for(connections)
+            + Series::<OperationKey, Histogram>::bytes_for(series)
+    }
+
+    /// Ends an operation of the connection `ends` (see [`finish`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish(
+        &mut self,
+        protocol: Protocol,
+        ends: &Ends,
+        b: Begun,
+        end_ns: u64,
+        error: Word,
+        broken: Option<Broken>,
+        spans: &mut HttpTracker,
+        drops: &mut AgentCounters,
+    ) {
+        let c = &mut self.client;
+        finish(protocol, ends, b, end_ns, error, broken, c, spans, drops);
+    }
+
+    /// Forgets the descriptor `key`; what still waited on it ends broken at `ts_ns`.
+    pub fn end_all(
+        &mut self,
+        key: u64,
+        ts_ns: u64,
+        spans: &mut HttpTracker,
+        drops: &mut AgentCounters,
+    ) {
+        let Some(mut conn) = self.conns.remove(&key) else {
+            return;
+        };
+        let (ends, protocol) = (*conn.ends(), conn.protocol());
+        while let Some((b, error)) = conn.unfinished() {
+            let closed = Some(Broken::Closed);
+            self.finish(protocol, &ends, b, ts_ns, error, closed, spans, drops);
+        }
+    }
+
+    /// A descriptor that carried data was closed.
+    pub fn close(&mut self, r: &CloseRecord, spans: &mut HttpTracker, drops: &mut AgentCounters) {
+        self.end_all(conn_key(r.task.tgid, r.fd), r.ts_ns, spans, drops);
+    }
+
+    /// Hands the client duration histogram to the sink.
+    pub fn report(&self, sink: &mut dyn MetricSink) {
+        self.client.report(sink);
+    }
 }

@@ -18,10 +18,9 @@
 //!
 //! Payloads are never kept: only the topic leaves this module.
 
-use crate::fixed_map::FixedMap;
-use crate::http::{Broken, HttpTracker, Path};
-use crate::l7::{Begun, Ends, OperationKey, Word, conn_key, finish};
-use crate::metrics::{Histogram, Kind, MetricDesc, MetricSink, Series};
+use crate::http::{HttpTracker, Path};
+use crate::l7::{Begun, Ends, Followed, Table, Word, conn_key};
+use crate::metrics::{Histogram, Kind, MetricDesc, MetricSink};
 use crate::record::{CloseRecord, DataRecord, Protocol};
 use crate::selfmetrics::{AgentCounters, DropReason};
 use crate::tcp::Side;
@@ -204,11 +203,27 @@ struct Conn {
     lost: bool,
 }
 
+impl Followed for Conn {
+    fn ends(&self) -> &Ends {
+        &self.ends
+    }
+    fn protocol(&self) -> Protocol {
+        MQTT
+    }
+    fn unfinished(&mut self) -> Option<(Begun, Word)> {
+        // Oldest first.
+        (!self.waiting.is_empty()).then(|| (self.waiting.remove(0).begun, Word::new()))
+    }
+}
+
 /// Tracks MQTT exchanges and aggregates the client metric; the spans go to the HTTP
 /// tracker's queue.
 pub struct MqttTracker {
-    conns: FixedMap<u64, Conn>,
-    client: Series<OperationKey, Histogram>,
+    t: Table<Conn>,
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(&DURATION_BOUNDS)
 }
 
 /// A finished span's parts, before the span is built.
@@ -221,22 +236,18 @@ impl MqttTracker {
     /// `connections`: MQTT descriptors followed at once.
     pub fn new(connections: usize, series_per_metric: usize) -> Self {
         Self {
-            conns: FixedMap::with_capacity(connections),
-            client: Series::new(&CLIENT_DURATION, series_per_metric, || {
-                Histogram::new(&DURATION_BOUNDS)
-            }),
+            t: Table::new(connections, series_per_metric, &CLIENT_DURATION, histogram),
         }
     }
 
     /// Bytes the tables take.
     pub fn bytes(connections: usize, series_per_metric: usize) -> usize {
-        FixedMap::<u64, Conn>::bytes_for(connections)
-            + Series::<OperationKey, Histogram>::bytes_for(series_per_metric)
+        Table::<Conn>::bytes(connections, series_per_metric)
     }
 
     /// Descriptors followed now.
     pub fn connections(&self) -> usize {
-        self.conns.len()
+        self.t.conns.len()
     }
 
     /// Handles what one read or write moved on an MQTT descriptor; finished spans go to
@@ -249,10 +260,10 @@ impl MqttTracker {
     ) {
         let key = conn_key(r.task.tgid, r.fd);
         let connect = starts_connect(r.data);
-        if self.conns.get(&key).is_some_and(|c| c.ends.stale(r)) {
-            self.end_all(key, r.ts_ns, spans, drops);
+        if self.t.conns.get(&key).is_some_and(|c| c.ends.stale(r)) {
+            self.t.end_all(key, r.ts_ns, spans, drops);
         }
-        if self.conns.get(&key).is_none() {
+        if self.t.conns.get(&key).is_none() {
             // The broker is the end that reads the CONNECT, or the end on an MQTT port.
             let side = if connect {
                 if r.ingress {
@@ -276,12 +287,12 @@ impl MqttTracker {
                 // started here, and a desync is counted if it did not.
                 lost: false,
             };
-            if self.conns.insert(key, conn).is_err() {
+            if self.t.conns.insert(key, conn).is_err() {
                 drops.drop(DropReason::DbTableFull, 1);
                 return;
             }
         }
-        let Some(conn) = self.conns.get_mut(&key) else {
+        let Some(conn) = self.t.conns.get_mut(&key) else {
             return;
         };
         if conn.lost {
@@ -328,10 +339,9 @@ impl MqttTracker {
             conn.lost = true;
         }
         for d in finished {
-            let c = &mut self.client;
-            finish(
-                MQTT, &ends, d.w.begun, r.ts_ns, d.error, None, c, spans, drops,
-            );
+            let (b, e) = (d.w.begun, d.error);
+            self.t
+                .finish(MQTT, &ends, b, r.ts_ns, e, None, spans, drops);
         }
     }
 
@@ -342,38 +352,12 @@ impl MqttTracker {
         spans: &mut HttpTracker,
         drops: &mut AgentCounters,
     ) {
-        self.end_all(conn_key(r.task.tgid, r.fd), r.ts_ns, spans, drops);
-    }
-
-    fn end_all(
-        &mut self,
-        key: u64,
-        ts_ns: u64,
-        spans: &mut HttpTracker,
-        drops: &mut AgentCounters,
-    ) {
-        let Some(conn) = self.conns.remove(&key) else {
-            return;
-        };
-        for w in conn.waiting {
-            let (c, closed) = (&mut self.client, Some(Broken::Closed));
-            finish(
-                MQTT,
-                &conn.ends,
-                w.begun,
-                ts_ns,
-                Word::new(),
-                closed,
-                c,
-                spans,
-                drops,
-            );
-        }
+        self.t.close(r, spans, drops);
     }
 
     /// Hands the client duration histogram to the sink.
     pub fn report(&self, sink: &mut dyn MetricSink) {
-        self.client.report(sink);
+        self.t.report(sink);
     }
 }
 

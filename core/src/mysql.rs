@@ -18,16 +18,16 @@
 //! ping, `COM_INIT_DB`…) are round trips but make no span. An ERR packet fails its
 //! operation with the error number (`db.response.status_code`, `error.type`).
 
-use crate::fixed_map::FixedMap;
 use crate::frames::{Framer, Framing, Msg, cstr};
-use crate::http::{Broken, HttpTracker, Path};
-use crate::l7::{Begun, Ends, Namespace, OperationKey, Word, conn_key, finish};
-use crate::metrics::{Histogram, MetricSink, Series};
+use crate::http::{HttpTracker, Path};
+use crate::l7::{Begun, Ends, Followed, Namespace, Table, Word, conn_key};
+use crate::metrics::MetricSink;
 use crate::record::{CloseRecord, DataRecord, Protocol};
 use crate::selfmetrics::{AgentCounters, DropReason};
 use crate::sql::{Dialect, obfuscate, operation};
 use crate::tcp::Side;
 
+use crate::redis::histogram;
 pub use crate::redis::{CLIENT_DURATION, DURATION_BOUNDS};
 
 /// Commands a connection may have waiting for their replies.
@@ -103,33 +103,42 @@ struct Conn {
     lost: bool,
 }
 
+impl Followed for Conn {
+    fn ends(&self) -> &Ends {
+        &self.ends
+    }
+    fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+    fn unfinished(&mut self) -> Option<(Begun, Word)> {
+        // The oldest that makes a span.
+        let w = core::iter::from_fn(|| self.waiting.pop_front()).find(|w| w.begun.is_some())?;
+        Some((w.begun?, w.error))
+    }
+}
+
 /// Tracks MySQL exchanges and aggregates the client metric; spans go to the HTTP tracker's
 /// queue.
 pub struct MysqlTracker {
-    conns: FixedMap<u64, Conn>,
-    client: Series<OperationKey, Histogram>,
+    t: Table<Conn>,
 }
 
 impl MysqlTracker {
     /// `connections`: MySQL descriptors followed at once.
     pub fn new(connections: usize, series_per_metric: usize) -> Self {
         Self {
-            conns: FixedMap::with_capacity(connections),
-            client: Series::new(&CLIENT_DURATION, series_per_metric, || {
-                Histogram::new(&DURATION_BOUNDS)
-            }),
+            t: Table::new(connections, series_per_metric, &CLIENT_DURATION, histogram),
         }
     }
 
     /// Bytes the tables take.
     pub fn bytes(connections: usize, series_per_metric: usize) -> usize {
-        FixedMap::<u64, Conn>::bytes_for(connections)
-            + Series::<OperationKey, Histogram>::bytes_for(series_per_metric)
+        Table::<Conn>::bytes(connections, series_per_metric)
     }
 
     /// Descriptors followed now.
     pub fn connections(&self) -> usize {
-        self.conns.len()
+        self.t.conns.len()
     }
 
     /// Handles what one read or write moved on a MySQL descriptor.
@@ -142,7 +151,7 @@ impl MysqlTracker {
         let key = conn_key(r.task.tgid, r.fd);
         let starts = starts_session(r.data);
         if starts {
-            self.end_all(key, r.ts_ns, spans, drops);
+            self.t.end_all(key, r.ts_ns, spans, drops);
             // The server sends the handshake: its sender is the server.
             let side = if r.ingress {
                 Side::Client
@@ -162,12 +171,12 @@ impl MysqlTracker {
                 statements: heapless::Deque::new(),
                 lost: false,
             };
-            if self.conns.insert(key, conn).is_err() {
+            if self.t.conns.insert(key, conn).is_err() {
                 drops.drop(DropReason::DbTableFull, 1);
                 return;
             }
         }
-        let Some(conn) = self.conns.get_mut(&key) else {
+        let Some(conn) = self.t.conns.get_mut(&key) else {
             return;
         };
         if conn.lost || conn.ends.tls != r.tls {
@@ -365,8 +374,9 @@ impl MysqlTracker {
         }
         for w in ended {
             if let Some(b) = w.begun {
-                let c = &mut self.client;
-                finish(protocol, &ends, b, r.ts_ns, w.error, None, c, spans, drops);
+                let e = w.error;
+                self.t
+                    .finish(protocol, &ends, b, r.ts_ns, e, None, spans, drops);
             }
         }
     }
@@ -378,31 +388,12 @@ impl MysqlTracker {
         spans: &mut HttpTracker,
         drops: &mut AgentCounters,
     ) {
-        self.end_all(conn_key(r.task.tgid, r.fd), r.ts_ns, spans, drops);
-    }
-
-    fn end_all(
-        &mut self,
-        key: u64,
-        ts_ns: u64,
-        spans: &mut HttpTracker,
-        drops: &mut AgentCounters,
-    ) {
-        let Some(mut conn) = self.conns.remove(&key) else {
-            return;
-        };
-        while let Some(w) = conn.waiting.pop_front() {
-            if let Some(b) = w.begun {
-                let (c, closed) = (&mut self.client, Some(Broken::Closed));
-                let p = conn.protocol;
-                finish(p, &conn.ends, b, ts_ns, w.error, closed, c, spans, drops);
-            }
-        }
+        self.t.close(r, spans, drops);
     }
 
     /// Hands the client duration histogram to the sink.
     pub fn report(&self, sink: &mut dyn MetricSink) {
-        self.client.report(sink);
+        self.t.report(sink);
     }
 }
 

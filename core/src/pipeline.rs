@@ -1,7 +1,10 @@
 //! One kernel record through the trackers: the agent's per-record step, shared with replays
 //! of recordings (benchmarks, tests) so that they measure and check the agent's own path.
 
+use crate::amqp::AmqpTracker;
+use crate::dns::DnsTracker;
 use crate::http::HttpTracker;
+use crate::kafka::KafkaTracker;
 use crate::metrics::MetricSink;
 use crate::mqtt::MqttTracker;
 use crate::mysql::MysqlTracker;
@@ -20,16 +23,21 @@ pub struct Trackers {
     pub mqtt: MqttTracker,
     pub postgres: PostgresTracker,
     pub mysql: MysqlTracker,
+    pub dns: DnsTracker,
+    pub amqp: AmqpTracker,
+    pub kafka: KafkaTracker,
 }
 
 impl Trackers {
     /// The trackers around `tcp` and `http`, each protocol after HTTP following up to
-    /// `connections` descriptors, each metric up to `series_per_metric` series.
+    /// `connections` descriptors (and DNS as many queries), each metric up to
+    /// `series_per_metric` series; `dns_spans`: a span per DNS lookup.
     pub fn new(
         tcp: TcpTracker,
         http: HttpTracker,
         connections: usize,
         series_per_metric: usize,
+        dns_spans: bool,
     ) -> Self {
         let (c, s) = (connections, series_per_metric);
         Self {
@@ -39,6 +47,9 @@ impl Trackers {
             mqtt: MqttTracker::new(c, s),
             postgres: PostgresTracker::new(c, s),
             mysql: MysqlTracker::new(c, s),
+            dns: DnsTracker::new(c, s, dns_spans),
+            amqp: AmqpTracker::new(c, s),
+            kafka: KafkaTracker::new(c, s),
         }
     }
 
@@ -46,7 +57,7 @@ impl Trackers {
     pub fn protocol_bytes(
         connections: usize,
         series_per_metric: usize,
-    ) -> [(&'static str, usize); 4] {
+    ) -> [(&'static str, usize); 7] {
         let (c, s) = (connections, series_per_metric);
         [
             ("Redis tables and metric series", RedisTracker::bytes(c, s)),
@@ -56,6 +67,9 @@ impl Trackers {
                 PostgresTracker::bytes(c, s),
             ),
             ("MySQL tables and metric series", MysqlTracker::bytes(c, s)),
+            ("DNS queries and metric series", DnsTracker::bytes(c, s)),
+            ("AMQP tables and metric series", AmqpTracker::bytes(c, s)),
+            ("Kafka tables and metric series", KafkaTracker::bytes(c, s)),
         ]
     }
 
@@ -67,6 +81,9 @@ impl Trackers {
         self.mqtt.report(sink);
         self.postgres.report(sink);
         self.mysql.report(sink);
+        self.dns.report(sink);
+        self.amqp.report(sink);
+        self.kafka.report(sink);
     }
 }
 
@@ -90,6 +107,9 @@ pub fn on_record(
                 Protocol::Mqtt => t.mqtt.on_data(&r, &mut t.http, counters),
                 Protocol::Postgres => t.postgres.on_data(&r, &mut t.http, counters),
                 Protocol::Mysql | Protocol::Mariadb => t.mysql.on_data(&r, &mut t.http, counters),
+                Protocol::Dns => t.dns.on_data(&r, &mut t.http, counters),
+                Protocol::Amqp => t.amqp.on_data(&r, &mut t.http, counters),
+                Protocol::Kafka => t.kafka.on_data(&r, &mut t.http, counters),
             }
         }
         Ok(Record::Close(r)) => {
@@ -99,6 +119,9 @@ pub fn on_record(
             t.mqtt.on_close(&r, &mut t.http, counters);
             t.postgres.on_close(&r, &mut t.http, counters);
             t.mysql.on_close(&r, &mut t.http, counters);
+            t.dns.on_close(&r, &mut t.http, counters);
+            t.amqp.on_close(&r, &mut t.http, counters);
+            t.kafka.on_close(&r, &mut t.http, counters);
         }
         Err(e) => {
             counters.drop(DropReason::DecodeError, 1);
@@ -128,7 +151,7 @@ pub(crate) fn replay(recording: &[u8]) -> (alloc::vec::Vec<crate::http::Span>, A
         parent_based: true,
         root: RootSampling::AlwaysOn,
     };
-    let mut t = Trackers::new(tcp, HttpTracker::new(limits, 1, sampling), 16, 64);
+    let mut t = Trackers::new(tcp, HttpTracker::new(limits, 1, sampling), 16, 64, true);
     let mut counters = AgentCounters::default();
     for r in crate::recording::records(recording).expect("a recording") {
         let r = r.expect("a whole record");

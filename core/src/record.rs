@@ -172,6 +172,9 @@ pub enum Protocol {
     /// MySQL's protocol; spans of a MariaDB server say [`Protocol::Mariadb`].
     Mysql,
     Mariadb,
+    Dns,
+    Amqp,
+    Kafka,
 }
 
 impl Protocol {
@@ -182,7 +185,27 @@ impl Protocol {
             Self::Postgres => Some("postgresql"),
             Self::Mysql => Some("mysql"),
             Self::Mariadb => Some("mariadb"),
-            Self::Http | Self::Mqtt => None,
+            Self::Http | Self::Mqtt | Self::Dns | Self::Amqp | Self::Kafka => None,
+        }
+    }
+
+    /// `messaging.system` of a messaging protocol.
+    pub fn messaging_system(self) -> Option<&'static str> {
+        match self {
+            Self::Mqtt => Some("mqtt"),
+            Self::Amqp => Some("rabbitmq"),
+            Self::Kafka => Some("kafka"),
+            _ => None,
+        }
+    }
+
+    /// `messaging.operation.type` of a messaging operation named `operation`.
+    pub fn operation_type(self, operation: &str) -> Option<&'static str> {
+        match self {
+            Self::Mqtt => crate::mqtt::operation_type(operation),
+            Self::Amqp => crate::amqp::operation_type(operation),
+            Self::Kafka => crate::kafka::operation_type(operation),
+            _ => None,
         }
     }
 
@@ -307,6 +330,9 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
                     fl if fl & data_flags::MQTT != 0 => Protocol::Mqtt,
                     fl if fl & data_flags::POSTGRES != 0 => Protocol::Postgres,
                     fl if fl & data_flags::MYSQL != 0 => Protocol::Mysql,
+                    fl if fl & data_flags::DNS != 0 => Protocol::Dns,
+                    fl if fl & data_flags::AMQP != 0 => Protocol::Amqp,
+                    fl if fl & data_flags::KAFKA != 0 => Protocol::Kafka,
                     _ => Protocol::Http,
                 },
                 data: &buf[104..104 + captured as usize],

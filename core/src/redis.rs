@@ -16,10 +16,9 @@
 //! dropped and counted as `protocol_desync`, and it is followed again from the next call
 //! that sends a command.
 
-use crate::fixed_map::FixedMap;
-use crate::http::{Broken, HttpTracker, Path};
-use crate::l7::{Begun, Ends, OperationKey, conn_key, finish};
-use crate::metrics::{Histogram, Kind, MetricDesc, MetricSink, Series};
+use crate::http::{HttpTracker, Path};
+use crate::l7::{Begun, Ends, Followed, Table, conn_key};
+use crate::metrics::{Histogram, Kind, MetricDesc, MetricSink};
 use crate::record::{CloseRecord, DataRecord, Protocol};
 use crate::selfmetrics::{AgentCounters, DropReason};
 use crate::tcp::Side;
@@ -295,33 +294,45 @@ struct Conn {
     lost: bool,
 }
 
+impl Followed for Conn {
+    fn ends(&self) -> &Ends {
+        &self.ends
+    }
+    fn protocol(&self) -> Protocol {
+        REDIS
+    }
+    fn unfinished(&mut self) -> Option<(Begun, Word)> {
+        self.waiting.pop_front().map(|b| (b, Word::new()))
+    }
+}
+
 /// Tracks Redis exchanges and aggregates the client metric; the spans go to the HTTP
 /// tracker's queue (one queue, one sampler, one id generator for every protocol).
 pub struct RedisTracker {
-    conns: FixedMap<u64, Conn>,
-    client: Series<OperationKey, Histogram>,
+    t: Table<Conn>,
+}
+
+/// The client duration histogram of a new attribute set.
+pub(crate) fn histogram() -> Histogram {
+    Histogram::new(&DURATION_BOUNDS)
 }
 
 impl RedisTracker {
     /// `connections`: Redis descriptors followed at once.
     pub fn new(connections: usize, series_per_metric: usize) -> Self {
         Self {
-            conns: FixedMap::with_capacity(connections),
-            client: Series::new(&CLIENT_DURATION, series_per_metric, || {
-                Histogram::new(&DURATION_BOUNDS)
-            }),
+            t: Table::new(connections, series_per_metric, &CLIENT_DURATION, histogram),
         }
     }
 
     /// Bytes the tables take.
     pub fn bytes(connections: usize, series_per_metric: usize) -> usize {
-        FixedMap::<u64, Conn>::bytes_for(connections)
-            + Series::<OperationKey, Histogram>::bytes_for(series_per_metric)
+        Table::<Conn>::bytes(connections, series_per_metric)
     }
 
     /// Descriptors followed now.
     pub fn connections(&self) -> usize {
-        self.conns.len()
+        self.t.conns.len()
     }
 
     /// Handles what one read or write moved on a Redis descriptor; finished spans go to
@@ -334,10 +345,10 @@ impl RedisTracker {
     ) {
         let key = conn_key(r.task.tgid, r.fd);
         let starts = starts_command(r.data);
-        if self.conns.get(&key).is_some_and(|c| c.ends.stale(r)) {
-            self.end_all(key, r.ts_ns, spans, drops);
+        if self.t.conns.get(&key).is_some_and(|c| c.ends.stale(r)) {
+            self.t.end_all(key, r.ts_ns, spans, drops);
         }
-        if self.conns.get(&key).is_none() {
+        if self.t.conns.get(&key).is_none() {
             if !starts {
                 return;
             }
@@ -353,12 +364,12 @@ impl RedisTracker {
                 waiting: heapless::Deque::new(),
                 lost: false,
             };
-            if self.conns.insert(key, conn).is_err() {
+            if self.t.conns.insert(key, conn).is_err() {
                 drops.drop(DropReason::DbTableFull, 1);
                 return;
             }
         }
-        let Some(conn) = self.conns.get_mut(&key) else {
+        let Some(conn) = self.t.conns.get_mut(&key) else {
             return;
         };
         let ends = conn.ends;
@@ -426,8 +437,8 @@ impl RedisTracker {
             Self::desync(conn, drops);
         }
         for (b, error) in answered {
-            let c = &mut self.client;
-            finish(REDIS, &ends, b, r.ts_ns, error, None, c, spans, drops);
+            self.t
+                .finish(REDIS, &ends, b, r.ts_ns, error, None, spans, drops);
         }
     }
 
@@ -446,45 +457,19 @@ impl RedisTracker {
         spans: &mut HttpTracker,
         drops: &mut AgentCounters,
     ) {
-        self.end_all(conn_key(r.task.tgid, r.fd), r.ts_ns, spans, drops);
-    }
-
-    fn end_all(
-        &mut self,
-        key: u64,
-        ts_ns: u64,
-        spans: &mut HttpTracker,
-        drops: &mut AgentCounters,
-    ) {
-        let Some(mut conn) = self.conns.remove(&key) else {
-            return;
-        };
-        while let Some(b) = conn.waiting.pop_front() {
-            let (c, closed) = (&mut self.client, Some(Broken::Closed));
-            finish(
-                REDIS,
-                &conn.ends,
-                b,
-                ts_ns,
-                Word::new(),
-                closed,
-                c,
-                spans,
-                drops,
-            );
-        }
+        self.t.close(r, spans, drops);
     }
 
     /// Hands the client duration histogram to the sink.
     pub fn report(&self, sink: &mut dyn MetricSink) {
-        self.client.report(sink);
+        self.t.report(sink);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{HttpLimits, RootSampling, Sampling};
+    use crate::http::{Broken, HttpLimits, RootSampling, Sampling};
     use crate::record::IpAddr;
     use crate::record::Task;
     use alloc::vec::Vec;
@@ -681,7 +666,7 @@ mod tests {
                 .iter()
                 .all(|s| s.side == Side::Client && s.protocol == crate::record::Protocol::Redis)
         );
-        let mut e = Word::new();
+        let mut e = crate::http::ErrorType::new();
         assert!(spans[2].error_type(&mut e));
         assert_eq!(e, "ERR");
         let mut name = heapless::String::new();
@@ -722,6 +707,9 @@ mod tests {
         );
         let last = h.spans().pop_back().unwrap();
         assert_eq!(last.broken, Some(Broken::Closed));
+        let mut e = crate::http::ErrorType::new();
+        assert!(last.error_type(&mut e));
+        assert_eq!(e, "connection_closed", "the whole name fits");
         assert_eq!(t.connections(), 0);
         // Replies whose framing was cut off: the waiting command is counted, not paired.
         t.on_data(&rec(10, false, get, get.len() as u32), &mut h, &mut c);

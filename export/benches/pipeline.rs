@@ -237,6 +237,7 @@ fn replay() {
         ),
         128,
         1000,
+        true,
     );
     let mut counters = AgentCounters::default();
     let mut encoder = Encoder::default();

@@ -45,6 +45,9 @@ impl ConsoleSink {
             match s.protocol {
                 telegen_core::record::Protocol::Http => s.status.to_string(),
                 telegen_core::record::Protocol::Mqtt => "mqtt".to_string(),
+                telegen_core::record::Protocol::Dns => "dns".to_string(),
+                telegen_core::record::Protocol::Amqp => "amqp".to_string(),
+                telegen_core::record::Protocol::Kafka => "kafka".to_string(),
                 p => p.db_system().unwrap_or_default().to_string(),
             },
             (s.end_ns - s.start_ns) as f64 / 1e6,

@@ -240,12 +240,20 @@ pub fn batches(
     }
 }
 
+/// The attribute a messaging span's `namespace` field holds.
+pub fn messaging_detail(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Kafka => "messaging.destination.partition.id",
+        _ => "messaging.rabbitmq.destination.routing_key",
+    }
+}
+
 /// The OTLP span kind: SERVER 2, CLIENT 3, PRODUCER 4, CONSUMER 5.
 pub fn span_kind(s: &Span) -> i32 {
     match (s.protocol, s.method.as_str(), s.side) {
-        (Protocol::Mqtt, "publish", _) => 4,
-        (Protocol::Mqtt, "receive", _) => 5,
-        (Protocol::Mqtt, _, _) => 3,
+        (Protocol::Mqtt | Protocol::Amqp, "publish", _) | (Protocol::Kafka, "send", _) => 4,
+        (Protocol::Mqtt | Protocol::Amqp, "receive", _) => 5,
+        (Protocol::Mqtt | Protocol::Amqp | Protocol::Kafka, _, _) => 3,
         (_, _, Side::Server) => 2,
         (_, _, Side::Client) => 3,
     }
@@ -290,16 +298,21 @@ fn write_span(out: &mut Vec<u8>, s: &Span, unix_offset_ns: u64) {
                 kv_str(out, 9, "db.response.status_code", &s.db_error);
             }
         }
-        Protocol::Mqtt => {
-            kv_str(out, 9, "messaging.system", "mqtt");
+        Protocol::Mqtt | Protocol::Amqp | Protocol::Kafka => {
+            let system = s.protocol.messaging_system().unwrap_or_default();
+            kv_str(out, 9, "messaging.system", system);
             kv_str(out, 9, "messaging.operation.name", &s.method);
-            if let Some(t) = telegen_core::mqtt::operation_type(&s.method) {
+            if let Some(t) = s.protocol.operation_type(&s.method) {
                 kv_str(out, 9, "messaging.operation.type", t);
             }
             if !s.path.is_empty() {
                 kv_str(out, 9, "messaging.destination.name", &s.path);
             }
+            if !s.namespace.is_empty() {
+                kv_str(out, 9, messaging_detail(s.protocol), &s.namespace);
+            }
         }
+        Protocol::Dns => kv_str(out, 9, "dns.question.name", &s.path),
     }
     kv_str(out, 9, "server.address", &addr(server));
     kv_int(out, 9, "server.port", i64::from(server_port));

@@ -60,19 +60,27 @@ pub fn otlp_span(s: &Span, unix_offset_ns: u64) -> OtlpSpan {
             }
             a
         }
-        Protocol::Mqtt => {
+        Protocol::Mqtt | Protocol::Amqp | Protocol::Kafka => {
             let mut a = vec![
-                kv_str("messaging.system", "mqtt"),
+                kv_str(
+                    "messaging.system",
+                    s.protocol.messaging_system().unwrap_or_default(),
+                ),
                 kv_str("messaging.operation.name", &s.method),
             ];
-            if let Some(t) = telegen_core::mqtt::operation_type(&s.method) {
+            if let Some(t) = s.protocol.operation_type(&s.method) {
                 a.push(kv_str("messaging.operation.type", t));
             }
             if !s.path.is_empty() {
                 a.push(kv_str("messaging.destination.name", &s.path));
             }
+            if !s.namespace.is_empty() {
+                let detail = crate::spanpb::messaging_detail(s.protocol);
+                a.push(kv_str(detail, &s.namespace));
+            }
             a
         }
+        Protocol::Dns => vec![kv_str("dns.question.name", &s.path)],
     };
     attributes.extend([
         kv_str("server.address", &server.to_string()),

@@ -181,6 +181,7 @@ impl Agent {
             http,
             config.limits.db_connections,
             config.limits.series_per_metric,
+            config.dns_spans,
         );
         Ok(Self {
             config,

@@ -122,7 +122,7 @@ pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 const RECORD_LEN_MIN: usize = core::mem::size_of::<CloseEvent>();
 
 /// Payload capture: every read and write syscall that can carry a socket's bytes, and close.
-const CAPTURE_PROGRAMS: [(&str, &str); 19] = [
+const CAPTURE_PROGRAMS: [(&str, &str); 21] = [
     ("syscalls", "sys_enter_read"),
     ("syscalls", "sys_exit_read"),
     ("syscalls", "sys_enter_recvfrom"),
@@ -139,6 +139,8 @@ const CAPTURE_PROGRAMS: [(&str, &str); 19] = [
     ("syscalls", "sys_exit_writev"),
     ("syscalls", "sys_enter_sendmsg"),
     ("syscalls", "sys_exit_sendmsg"),
+    ("syscalls", "sys_enter_sendmmsg"),
+    ("syscalls", "sys_exit_sendmmsg"),
     ("syscalls", "sys_enter_close"),
     ("sock", "sock_send_length"),
     ("sock", "sock_recv_length"),

@@ -7,7 +7,6 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 use support::*;
 
 struct Redis {
@@ -100,14 +99,7 @@ fn ops(all: &[SpanSeen], kind: &str, process: &str, port: u16, op: &str) -> (usi
 fn redis_commands_replies_and_errors_become_spans_and_metrics() {
     assert!(is_root(), "this test loads eBPF programs: run it as root");
     let redis = start_redis("db-redis");
-    let receiver = Receiver::start("db-redis");
-    let mut agent = start_agent(
-        &[],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
-            ("OTEL_SERVICE_NAME", "db-test"),
-        ],
-    );
+    let traced = Traced::start("db-redis", &[("OTEL_SERVICE_NAME", "db-test")]);
     let port = redis.port;
     // redis-cli: a connection per command.
     assert_eq!(cli(port, &["SET", "greeting", "sekret-value"]).trim(), "OK");
@@ -140,17 +132,7 @@ fn redis_commands_replies_and_errors_become_spans_and_metrics() {
     assert_eq!(got.len(), "$100000\r\n".len() + 100_000 + 2);
     drop(s);
 
-    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
-    assert!(status.success(), "exit status {status:?}");
-    let requests = receiver.requests();
-    for r in &requests {
-        assert!(r.get("error").is_none(), "receiver could not decode: {r}");
-        let text = r.to_string();
-        assert!(
-            !text.contains("sekret") && !text.contains("greeting"),
-            "a key or a value left the agent: {text}"
-        );
-    }
+    let requests = traced.finish(&["sekret", "greeting"]);
     let all = spans(&requests);
     let client = "SPAN_KIND_CLIENT";
     assert_eq!(ops(&all, client, "redis-cli", port, "SET"), (1, 0));
@@ -202,15 +184,7 @@ fn redis_commands_replies_and_errors_become_spans_and_metrics() {
     assert_eq!(count("INCR", None), 1);
     assert_eq!(count("INCR", Some("ERR")), 1);
     assert_eq!(count("LPUSH", Some("WRONGTYPE")), 1);
-    assert_no_drops(
-        &requests,
-        &[
-            "protocol_desync",
-            "db_pipeline_full",
-            "db_table_full",
-            "kernel_ring_full",
-        ],
-    );
+    assert_no_drops(&requests, &PROTOCOL_DROPS);
 }
 
 /// A server started for one test, as an unprivileged account, in a directory of its own.
@@ -343,14 +317,7 @@ fn psql_in(port: u16, database: &str, sql: &str, fails: bool, sslmode: &str) -> 
 fn postgres_simple_and_prepared_statements_become_spans_and_metrics() {
     assert!(is_root(), "this test loads eBPF programs: run it as root");
     let pg = start_postgres("db-postgres");
-    let receiver = Receiver::start("db-postgres");
-    let mut agent = start_agent(
-        &[],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
-            ("OTEL_SERVICE_NAME", "db-test"),
-        ],
-    );
+    let traced = Traced::start("db-postgres", &[("OTEL_SERVICE_NAME", "db-test")]);
     let port = pg.port;
     // psql: a connection (and a simple query) per statement, in plaintext but one.
     psql(port, "postgres", "CREATE DATABASE shop", false);
@@ -396,16 +363,7 @@ with psycopg.connect(dsn, autocommit=True) as c:
         .expect("python3");
     assert!(out.status.success(), "psycopg (python3-psycopg): {out:?}");
 
-    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
-    assert!(status.success(), "exit status {status:?}");
-    let requests = receiver.requests();
-    for r in &requests {
-        assert!(r.get("error").is_none(), "receiver could not decode: {r}");
-        assert!(
-            !r.to_string().contains("sekret"),
-            "a literal or a parameter left the agent: {r}"
-        );
-    }
+    let requests = traced.finish(&["sekret"]);
     let all = spans(&requests);
     let (client, server) = ("SPAN_KIND_CLIENT", "SPAN_KIND_SERVER");
     assert_eq!(ops(&all, client, "psql", port, "CREATE"), (2, 0));
@@ -462,15 +420,7 @@ with psycopg.connect(dsn, autocommit=True) as c:
     assert_eq!(count("SELECT", Some("42P01")), 1);
     assert_eq!(count("INSERT", None), 1);
     assert_eq!(count("INSERT", Some("23505")), 1);
-    assert_no_drops(
-        &requests,
-        &[
-            "protocol_desync",
-            "db_pipeline_full",
-            "db_table_full",
-            "kernel_ring_full",
-        ],
-    );
+    assert_no_drops(&requests, &PROTOCOL_DROPS);
 }
 
 /// A MariaDB server made by mariadb-install-db, on a fresh loopback port, with TLS
@@ -534,14 +484,7 @@ fn mariadb_in(port: u16, database: &str, sql: &str, fails: bool, tls: &str) -> S
 fn mariadb_queries_and_prepared_statements_become_spans_and_metrics() {
     assert!(is_root(), "this test loads eBPF programs: run it as root");
     let db = start_mariadb("db-mariadb");
-    let receiver = Receiver::start("db-mariadb");
-    let mut agent = start_agent(
-        &[],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
-            ("OTEL_SERVICE_NAME", "db-test"),
-        ],
-    );
+    let traced = Traced::start("db-mariadb", &[("OTEL_SERVICE_NAME", "db-test")]);
     let port = db.port;
     // The mariadb client: a connection per statement (COM_QUERY), in plaintext but one.
     mariadb(port, "mysql", "CREATE DATABASE shop", false);
@@ -591,16 +534,7 @@ $dbh->disconnect;
         "DBD::MariaDB (libdbd-mariadb-perl): {out:?}"
     );
 
-    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
-    assert!(status.success(), "exit status {status:?}");
-    let requests = receiver.requests();
-    for r in &requests {
-        assert!(r.get("error").is_none(), "receiver could not decode: {r}");
-        assert!(
-            !r.to_string().contains("sekret"),
-            "a literal or a parameter left the agent: {r}"
-        );
-    }
+    let requests = traced.finish(&["sekret"]);
     let all = spans(&requests);
     let (client, server) = ("SPAN_KIND_CLIENT", "SPAN_KIND_SERVER");
     assert_eq!(ops(&all, client, "mariadb", port, "CREATE"), (2, 0));
@@ -672,13 +606,5 @@ $dbh->disconnect;
     assert_eq!(histogram("SELECT", Some("1146")), 1);
     assert_eq!(histogram("INSERT", None), 1);
     assert_eq!(histogram("INSERT", Some("1062")), 1);
-    assert_no_drops(
-        &requests,
-        &[
-            "protocol_desync",
-            "db_pipeline_full",
-            "db_table_full",
-            "kernel_ring_full",
-        ],
-    );
+    assert_no_drops(&requests, &PROTOCOL_DROPS);
 }

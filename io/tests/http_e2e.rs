@@ -424,6 +424,7 @@ fn replay(path: &Path, port: u16) -> Vec<(Side, u16, usize)> {
         ),
         16,
         100,
+        true,
     );
     let mut counters = AgentCounters::default();
     let mut n = 0;

@@ -1,6 +1,7 @@
 //! Message-broker tracing end to end on the real kernel: mosquitto, mosquitto_pub and
-//! mosquitto_sub started here (MQTT 3.1.1 and 5.0, QoS 0, 1 and 2), the real agent, and the
-//! OTLP receiver decoding with the official Python opentelemetry-proto package.
+//! mosquitto_sub (MQTT 3.1.1 and 5.0, QoS 0, 1 and 2), and rabbitmq-server with Python's pika
+//! (AMQP 0-9-1), all started here, the real agent, and the OTLP receiver decoding with the
+//! official Python opentelemetry-proto package.
 
 mod support;
 
@@ -71,11 +72,9 @@ fn ops(all: &[SpanSeen], kind: &str, process: &str, op: &str) -> Vec<SpanSeen> {
 fn mqtt_publish_receive_and_subscribe_become_spans_and_metrics() {
     assert!(is_root(), "this test loads eBPF programs: run it as root");
     let _broker = start_mosquitto("mq-mqtt");
-    let receiver = Receiver::start("mq-mqtt");
-    let mut agent = start_agent(
-        &[],
+    let traced = Traced::start(
+        "mq-mqtt",
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
             ("OTEL_SERVICE_NAME", "mq-test"),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
         ],
@@ -113,22 +112,13 @@ fn mqtt_publish_receive_and_subscribe_become_spans_and_metrics() {
     // stopping the agent.
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(10) {
-        let all = spans(&receiver.requests());
+        let all = spans(&traced.receiver.requests());
         if ops(&all, "SPAN_KIND_PRODUCER", "mosquitto", "publish").len() >= 5 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (status, _) = terminate(&mut agent, Duration::from_secs(5));
-    assert!(status.success(), "exit status {status:?}");
-    let requests = receiver.requests();
-    for r in &requests {
-        assert!(r.get("error").is_none(), "receiver could not decode: {r}");
-        assert!(
-            !r.to_string().contains("sekret"),
-            "a payload left the agent: {r}"
-        );
-    }
+    let requests = traced.finish(&["sekret"]);
     let all = spans(&requests);
     let (producer, consumer, client) = (
         "SPAN_KIND_PRODUCER",
@@ -181,13 +171,330 @@ fn mqtt_publish_receive_and_subscribe_become_spans_and_metrics() {
         0,
         "the broker is not a client"
     );
-    assert_no_drops(
-        &requests,
-        &[
-            "protocol_desync",
-            "db_pipeline_full",
-            "db_table_full",
-            "kernel_ring_full",
-        ],
+    assert_no_drops(&requests, &PROTOCOL_DROPS);
+}
+
+/// A RabbitMQ broker of the test's own: its node, ports (AMQP, distribution, epmd) and
+/// files, run as the rabbitmq account in a process group killed at the end.
+struct Rabbit {
+    proc: std::process::Child,
+    port: u16,
+    epmd: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Rabbit {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.proc.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.proc.wait();
+        // The Erlang port mapper the node started outlives it.
+        let _ = Command::new("epmd")
+            .env("ERL_EPMD_PORT", self.epmd.to_string())
+            .arg("-kill")
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_rabbit(test: &str) -> Rabbit {
+    use std::os::unix::process::CommandExt;
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id")
+            .args([flag, "rabbitmq"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "no rabbitmq account: cross/bootstrap.sh"
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    for attempt in 0..3 {
+        let name = format!("telegen-{test}-{}-{attempt}", std::process::id());
+        let dir = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+        let (port, dist, epmd) = (free_port(), free_port(), free_port());
+        let path = |name: &str| dir.join(name).display().to_string();
+        let mut proc = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server")
+            .env("HOME", &dir)
+            .env("RABBITMQ_NODENAME", format!("telegen{port}@localhost"))
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", dist.to_string())
+            .env("ERL_EPMD_PORT", epmd.to_string())
+            .env("RABBITMQ_MNESIA_BASE", path("mnesia"))
+            .env("RABBITMQ_LOG_BASE", path("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", path("plugins"))
+            .env("RABBITMQ_PID_FILE", path("pid"))
+            .current_dir(&dir)
+            .uid(uid)
+            .gid(gid)
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rabbitmq-server (installed by cross/bootstrap.sh)");
+        // The broker takes seconds to boot: up to 60 s.
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if proc.try_wait().ok().flatten().is_some() || started.elapsed().as_secs() > 60 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let rabbit = Rabbit {
+            proc,
+            port,
+            epmd,
+            dir,
+        };
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return rabbit;
+        }
+    }
+    panic!("rabbitmq-server did not start in three tries");
+}
+
+#[test]
+fn amqp_publish_deliver_and_get_become_spans_and_metrics() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    let rabbit = start_rabbit("mq-amqp");
+    let traced = Traced::start("mq-amqp", &[("OTEL_SERVICE_NAME", "mq-test")]);
+    // pika (PyPI): three plain publishes to the default exchange, one on a channel in
+    // confirm mode, a get that finds a message, three deliveries, a get that finds none.
+    let script = r#"
+import pika, sys
+c = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", int(sys.argv[1])))
+ch = c.channel()
+ch.queue_declare("orders")
+for i in range(3):
+    ch.basic_publish("", "orders", b"sekret-%d" % i)
+ch.confirm_delivery()
+ch.basic_publish("", "orders", b"sekret-confirmed")
+assert ch.basic_get("orders", auto_ack=True)[2] == b"sekret-0"
+got = []
+def on(ch_, m, p, body):
+    got.append(body)
+    ch_.basic_ack(m.delivery_tag)
+    if len(got) == 3:
+        ch_.stop_consuming()
+ch.basic_consume("orders", on)
+ch.start_consuming()
+assert got == [b"sekret-1", b"sekret-2", b"sekret-confirmed"], got
+assert ch.basic_get("orders", auto_ack=True)[0] is None
+c.close()
+"#;
+    let out = Command::new(python())
+        .args(["-c", script, &rabbit.port.to_string()])
+        .output()
+        .expect("python (the venv of cross/bootstrap.sh)");
+    assert!(out.status.success(), "pika: {out:?}");
+    let requests = traced.finish(&["sekret"]);
+
+    let all = spans(&requests);
+    let amqp: Vec<&SpanSeen> = all
+        .iter()
+        .filter(|s| s.attr("messaging.system") == Some("rabbitmq"))
+        .collect();
+    let mut seen: Vec<(&str, &str, &str, Option<&str>)> = amqp
+        .iter()
+        .map(|s| {
+            let op = s.attr("messaging.operation.name").unwrap_or("");
+            let dest = s.attr("messaging.destination.name").unwrap_or("");
+            let key = s.attr("messaging.rabbitmq.destination.routing_key");
+            (op, s.kind.as_str(), dest, key)
+        })
+        .collect();
+    seen.sort();
+    let (p, c, k) = (
+        "SPAN_KIND_PRODUCER",
+        "SPAN_KIND_CONSUMER",
+        "SPAN_KIND_CLIENT",
     );
+    let d = "amq.default";
+    let o = Some("orders");
+    assert_eq!(
+        seen,
+        [
+            ("get", k, "orders", None),
+            ("get", k, "orders", None),
+            ("publish", p, d, o),
+            ("publish", p, d, o),
+            ("publish", p, d, o),
+            ("publish", p, d, o),
+            ("receive", c, d, o),
+            ("receive", c, d, o),
+            ("receive", c, d, o),
+        ]
+    );
+    for s in &amqp {
+        assert_eq!(s.process(), "python");
+        assert_eq!(
+            s.attr("server.port"),
+            Some(rabbit.port.to_string().as_str())
+        );
+        assert!(s.attr("error.type").is_none());
+    }
+    let publish = amqp
+        .iter()
+        .find(|s| s.name == "publish amq.default")
+        .unwrap();
+    assert_eq!(publish.attr("messaging.operation.type"), Some("send"));
+
+    let metric = "messaging.client.operation.duration";
+    let count = |op: &str| {
+        let want = [
+            ("messaging.system", "rabbitmq"),
+            ("messaging.operation.name", op),
+        ];
+        histogram_count(&requests, metric, &want, None)
+    };
+    assert_eq!(
+        (count("publish"), count("get"), count("receive")),
+        (4, 2, 3)
+    );
+    assert_no_drops(&requests, &PROTOCOL_DROPS);
+}
+
+/// The test's Kafka broker (io/tests/support/kafka_broker.py): its port.
+struct KafkaBroker {
+    proc: std::process::Child,
+    port: u16,
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+fn start_kafka(flexible: bool) -> KafkaBroker {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/kafka_broker.py");
+    let mut cmd = Command::new(python());
+    cmd.arg(script);
+    if flexible {
+        cmd.arg("--flexible");
+    }
+    let mut proc = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python (the venv of cross/bootstrap.sh)");
+    let mut line = String::new();
+    BufReader::new(proc.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().parse().expect("the broker prints its port");
+    KafkaBroker { proc, port }
+}
+
+#[test]
+fn kafka_produce_and_fetch_become_spans_and_metrics() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    // Debian has no Kafka: a broker of the test's own, once with the classic encodings
+    // (Produce v8, Fetch v11) and once with the flexible ones (Produce v9, Fetch v12).
+    let classic = start_kafka(false);
+    let flexible = start_kafka(true);
+    let traced = Traced::start("mq-kafka", &[("OTEL_SERVICE_NAME", "mq-test")]);
+    // kafka-python (PyPI): three sends that succeed, one the broker refuses, then a
+    // consumer reading the partition from its start.
+    let script = r#"
+import sys
+from kafka import KafkaProducer, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+server = f"127.0.0.1:{sys.argv[1]}"
+p = KafkaProducer(bootstrap_servers=server, enable_idempotence=False, linger_ms=0, acks=1, retries=0)
+for i in range(3):
+    p.send("orders", b"sekret-%d" % i).get(timeout=10)
+try:
+    p.send("orders", b"reject-sekret").get(timeout=10)
+    sys.exit("the broker accepted the batch it refuses")
+except KafkaError:
+    pass
+p.close()
+c = KafkaConsumer(bootstrap_servers=server, group_id=None, enable_auto_commit=False, consumer_timeout_ms=2000)
+tp = TopicPartition("orders", 0)
+c.assign([tp])
+c.seek(tp, 0)
+got = [m.value for m in c]
+assert got == [b"sekret-0", b"sekret-1", b"sekret-2"], got
+c.close()
+"#;
+    for broker in [&classic, &flexible] {
+        let out = Command::new(python())
+            .args(["-c", script, &broker.port.to_string()])
+            .output()
+            .expect("python");
+        assert!(out.status.success(), "kafka-python: {out:?}");
+    }
+    let requests = traced.finish(&["sekret"]);
+
+    let all = spans(&requests);
+    for broker in [&classic, &flexible] {
+        let port = broker.port.to_string();
+        let mine: Vec<&SpanSeen> = all
+            .iter()
+            .filter(|s| {
+                s.attr("messaging.system") == Some("kafka")
+                    && s.attr("server.port") == Some(port.as_str())
+            })
+            .collect();
+        let sends: Vec<&&SpanSeen> = mine
+            .iter()
+            .filter(|s| s.attr("messaging.operation.name") == Some("send"))
+            .collect();
+        assert_eq!(sends.len(), 4, "port {port}: {mine:?}");
+        for s in &sends {
+            assert_eq!(s.kind, "SPAN_KIND_PRODUCER");
+            assert_eq!(s.name, "send orders");
+            assert_eq!(s.attr("messaging.destination.name"), Some("orders"));
+            assert_eq!(s.attr("messaging.destination.partition.id"), Some("0"));
+            assert_eq!(s.attr("messaging.operation.type"), Some("send"));
+        }
+        let refused: Vec<Option<&str>> = sends.iter().map(|s| s.attr("error.type")).collect();
+        assert_eq!(
+            refused.iter().filter(|e| **e == Some("87")).count(),
+            1,
+            "{refused:?}"
+        );
+        // The consumer polls until it has waited 2 s without records: a few fetches.
+        let polls: Vec<&&SpanSeen> = mine
+            .iter()
+            .filter(|s| s.attr("messaging.operation.name") == Some("poll"))
+            .collect();
+        assert!(!polls.is_empty(), "port {port}: no fetch span");
+        assert!(polls.iter().all(|s| s.kind == "SPAN_KIND_CLIENT"
+            && s.attr("messaging.operation.type") == Some("receive")));
+        // The broker holds an empty fetch up to 500 ms: the consumer may close with one
+        // outstanding, which ends with its connection.
+        let errors: Vec<Option<&str>> = polls.iter().map(|s| s.attr("error.type")).collect();
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.is_none() || *e == Some("connection_closed"))
+                && errors.iter().filter(|e| e.is_some()).count() <= 1,
+            "{errors:?}"
+        );
+        assert!(
+            polls
+                .iter()
+                .any(|s| s.attr("messaging.destination.name") == Some("orders")),
+            "the first fetch names its topic"
+        );
+        let metric = "messaging.client.operation.duration";
+        let want = [
+            ("messaging.system", "kafka"),
+            ("messaging.operation.name", "send"),
+            ("server.port", port.as_str()),
+        ];
+        assert_eq!(histogram_count(&requests, metric, &want, None), 3);
+        // INVALID_RECORD.
+        let refused = histogram_count(&requests, metric, &want, Some("87"));
+        assert_eq!(refused, 1);
+    }
+    assert_no_drops(&requests, &PROTOCOL_DROPS);
 }

@@ -180,6 +180,12 @@ pub mod data_flags {
     pub const POSTGRES: u16 = 8;
     /// The descriptor speaks MySQL's protocol: every call on it is captured.
     pub const MYSQL: u16 = 16;
+    /// DNS messages a resolver's UDP socket (connected to port 53) moved.
+    pub const DNS: u16 = 32;
+    /// The descriptor speaks AMQP 0-9-1: every call on it is captured.
+    pub const AMQP: u16 = 64;
+    /// The descriptor speaks Kafka: every call on it is captured.
+    pub const KAFKA: u16 = 128;
 }
 
 /// The ports MQTT brokers listen on (plain, TLS): a descriptor on one of them is MQTT.

@@ -64,6 +64,9 @@ static SEND_RESET_OFFSETS: TcpTpOffsets = TcpTpOffsets::ABSENT;
 static RECEIVE_RESET_OFFSETS: TcpTpOffsets = TcpTpOffsets::ABSENT;
 
 const IPPROTO_TCP: u16 = 6;
+const IPPROTO_UDP: u16 = 17;
+/// DNS's port: a UDP socket with it as its remote port is a resolver's.
+const DNS_PORT: u16 = 53;
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
@@ -285,8 +288,9 @@ fn perf_output<C: EbpfContext, T>(ctx: &C, event: &T, size: u64) -> Result<(), K
 // `sock:sock_recv_length` / `sock:sock_send_length` (Linux 6.4+) fire in the same thread when
 // the descriptor is a socket, naming its `struct sock`: only such calls, on TCP, are captured,
 // at the exit, with the connection read from the socket. Writes are kept only when their
-// first bytes look like HTTP, a Redis command, an MQTT CONNECT, a PostgreSQL startup or a
-// MySQL handshake, or when their descriptor already carried one of those but HTTP (whose
+// first bytes look like HTTP, a Redis command, an MQTT CONNECT, a PostgreSQL startup, a
+// MySQL handshake, AMQP's protocol header or a Kafka request (or a DNS query, kept if the socket turns out to
+// be a resolver's UDP socket), or when their descriptor already carried one of those but HTTP (whose
 // messages can be a few bytes of anything); reads are
 // looked at when they return, and a socket on an MQTT port is MQTT whatever its first bytes
 // (brokers read a packet's first byte alone).
@@ -313,12 +317,20 @@ struct Pending {
     dir: u32,
     /// [`data_flags`] of what is captured.
     flags: u16,
-    _pad: u16,
+    /// The socket is UDP (only DNS is captured on those).
+    udp: u16,
 }
 
 const PLAIN: u32 = 0;
 const IOVEC: u32 = 1;
 const MSGHDR: u32 = 2;
+/// An array of `struct mmsghdr` (`sendmmsg`): a msghdr, then the bytes the message moved.
+const MMSGHDR: u32 = 3;
+/// `sizeof(struct mmsghdr)` on 64-bit, and the offset of its `msg_len`.
+const MMSGHDR_SIZE: u64 = 64;
+const MMSGHDR_LEN: u64 = 56;
+/// Messages of one `sendmmsg` captured (a resolver sends its A and AAAA queries in one).
+const MMSG_CAPTURED: u64 = 2;
 
 /// The agent's own process: never captured (set by user space before load).
 #[unsafe(no_mangle)]
@@ -334,8 +346,8 @@ const DATA_HEADER: usize = core::mem::size_of::<DataEvent>() - DATA_CAP;
 static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(8192, 0);
 
 /// Descriptors (tgid << 32 | fd) that carried captured bytes, with their protocol
-/// ([`FD_HTTP`], [`FD_REDIS`], [`FD_MQTT`], [`FD_POSTGRES`], [`FD_MYSQL`]): their close
-/// is reported.
+/// ([`FD_HTTP`], [`FD_REDIS`], [`FD_MQTT`], [`FD_POSTGRES`], [`FD_MYSQL`], [`FD_DNS`],
+/// [`FD_AMQP`], [`FD_KAFKA`]): their close is reported.
 #[map(name = "CAPTURED_FDS")]
 static CAPTURED_FDS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
 
@@ -348,6 +360,9 @@ const FD_REDIS: u8 = 2;
 const FD_MQTT: u8 = 3;
 const FD_POSTGRES: u8 = 4;
 const FD_MYSQL: u8 = 5;
+const FD_DNS: u8 = 6;
+const FD_AMQP: u8 = 7;
+const FD_KAFKA: u8 = 8;
 
 /// `CAPTURED_FDS` key of this process's descriptor `fd`.
 #[inline(always)]
@@ -384,6 +399,12 @@ fn protocol_of(fd: u32, buf: u64, len: u64) -> u8 {
         }
         if looks_like_mysql_handshake(&h) {
             return FD_MYSQL;
+        }
+        if h == *b"AMQP\x00\x00\x09\x01" {
+            return FD_AMQP;
+        }
+        if looks_like_kafka_request(&h) {
+            return FD_KAFKA;
         }
     }
     if len > 0 {
@@ -461,6 +482,34 @@ fn looks_like_mysql_handshake(b: &[u8; 8]) -> bool {
     matches!(b, [_, _, 0, 0, 10, d, ..] if d.is_ascii_digit()) && v(b[6]) && v(b[7])
 }
 
+/// Whether the first bytes are a request a Kafka client opens a connection with: a size
+/// under 64 KiB, then ApiVersions, Metadata (v1 on: v0 reads as a PostgreSQL startup),
+/// Produce or Fetch, at a version up to 20.
+#[inline(always)]
+fn looks_like_kafka_request(b: &[u8; 8]) -> bool {
+    match b {
+        [0, 0, _, _, 0, key, 0, v] => match *key {
+            0 | 1 | 18 => *v <= 20,
+            3 => *v >= 1 && *v <= 20,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Whether the `len` bytes at `buf` start like a DNS query over UDP: a header with the
+/// QR bit clear, opcode QUERY, one question and no answers.
+#[inline(always)]
+fn looks_like_dns_query(buf: u64, len: u64) -> bool {
+    if len < 17 {
+        return false;
+    }
+    match peek(buf) {
+        Some([_, _, f, _, 0, 1, 0, 0]) => f & 0xf8 == 0,
+        _ => false,
+    }
+}
+
 /// The first buffer of a call: `(base, len)`. `len` is the buffer's size, not what moved.
 #[inline(always)]
 fn first_buffer(ptr: u64, how: u32, plain_len: u64) -> Option<(u64, u64)> {
@@ -501,7 +550,7 @@ fn enter(ctx: &TracePointContext, how: u32, dir: u32) -> u32 {
         let Some((buf, len)) = first_buffer(ptr, how, arg(ctx, ARG2)) else {
             return 0;
         };
-        if protocol_of(arg(ctx, ARG0) as u32, buf, len) == 0 {
+        if protocol_of(arg(ctx, ARG0) as u32, buf, len) == 0 && !looks_like_dns_query(buf, len) {
             return 0;
         }
     }
@@ -512,7 +561,7 @@ fn enter(ctx: &TracePointContext, how: u32, dir: u32) -> u32 {
         how,
         dir,
         flags: 0,
-        _pad: 0,
+        udp: 0,
     };
     let followed = PENDING.insert(&bpf_get_current_pid_tgid(), &pending, 0);
     finish(followed.map_err(|_| KernelDrop::PendingFull))
@@ -524,7 +573,7 @@ fn enter(ctx: &TracePointContext, how: u32, dir: u32) -> u32 {
 fn on_sock(ctx: &TracePointContext) -> u32 {
     // SAFETY: within the tracepoint's record.
     let protocol = unsafe { ctx.read_at::<u16>(18) }.unwrap_or(0);
-    if protocol != IPPROTO_TCP {
+    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
         return 0;
     }
     // SAFETY: as above.
@@ -532,7 +581,13 @@ fn on_sock(ctx: &TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     if let Some(p) = PENDING.get_ptr_mut(&id) {
         // SAFETY: a valid map value of this thread.
-        unsafe { (*p).sock = sock };
+        unsafe {
+            (*p).sock = sock;
+            (*p).udp = u16::from(protocol == IPPROTO_UDP);
+        }
+    }
+    if protocol == IPPROTO_UDP {
+        return 0;
     }
     if let Some(t) = TLS_PENDING.get_ptr_mut(&id) {
         // SAFETY: as above.
@@ -597,7 +652,7 @@ fn ssl_enter(ctx: &ProbeContext, dir: u32, ex: bool) -> u32 {
             how: PLAIN,
             dir,
             flags: data_flags::TLS,
-            _pad: 0,
+            udp: 0,
         },
         ssl,
         count_ptr,
@@ -682,6 +737,43 @@ fn exit(ctx: &TracePointContext) -> u32 {
     finish(capture(ctx, &p, buf, len, ret as u64))
 }
 
+/// `sendmmsg`'s exit: the return value is the number of messages sent; the first
+/// [`MMSG_CAPTURED`] are captured, each as a record.
+#[inline(always)]
+fn exit_mmsg(ctx: &TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(p) = (unsafe { PENDING.get(&id) }).copied() else {
+        return 0;
+    };
+    let _ = PENDING.remove(&id);
+    let ret = arg(ctx, RET) as i64;
+    if ret <= 0 || p.sock == 0 {
+        return 0;
+    }
+    let mut result = Ok(());
+    for i in 0..MMSG_CAPTURED {
+        if i >= ret as u64 {
+            break;
+        }
+        let msg = p.ptr + i * MMSGHDR_SIZE;
+        // SAFETY: bpf_probe_read_user copes with any address.
+        let Ok(moved) = (unsafe { bpf_probe_read_user((msg + MMSGHDR_LEN) as *const u32) }) else {
+            break;
+        };
+        let Some((buf, len)) = first_buffer(msg, MSGHDR, 0) else {
+            break;
+        };
+        let len = if len < u64::from(moved) {
+            len
+        } else {
+            u64::from(moved)
+        };
+        result = result.and(capture(ctx, &p, buf, len, u64::from(moved)));
+    }
+    finish(result)
+}
+
 #[inline(always)]
 fn read_sock<T>(sock: u64, at: u32) -> Result<T, KernelDrop> {
     // SAFETY: bpf_probe_read copes with any address.
@@ -698,9 +790,17 @@ fn capture<C: EbpfContext>(
     len: u64,
     moved: u64,
 ) -> Result<(), KernelDrop> {
-    let mut protocol = protocol_of(p.fd, buf, len);
     // SAFETY: a read-only global that user space sets before load.
     let off = unsafe { core::ptr::read_volatile(&SOCK_OFFSETS) };
+    if p.udp != 0 {
+        // UDP: a resolver's socket (connected to port 53) only.
+        let remote: u16 = u16::from_be(read_sock(p.sock, off.dport)?);
+        if remote != DNS_PORT {
+            return Ok(());
+        }
+        return emit_data(ctx, p, buf, len, moved, FD_DNS, &off);
+    }
+    let mut protocol = protocol_of(p.fd, buf, len);
     if protocol == 0 && len > 0 {
         // A socket on an MQTT port: the broker's end reads one byte at a time.
         let local: u16 = read_sock(p.sock, off.num)?;
@@ -713,6 +813,21 @@ fn capture<C: EbpfContext>(
     if protocol == 0 {
         return Ok(());
     }
+    emit_data(ctx, p, buf, len, moved, protocol, &off)
+}
+
+/// Sends a record of up to [`DATA_CAP`] of the `len` bytes at `buf`, moved on a socket
+/// carrying `protocol`.
+#[inline(always)]
+fn emit_data<C: EbpfContext>(
+    ctx: &C,
+    p: &Pending,
+    buf: u64,
+    len: u64,
+    moved: u64,
+    protocol: u8,
+    off: &SockOffsets,
+) -> Result<(), KernelDrop> {
     let Some(event) = DATA_SCRATCH.get_ptr_mut(0) else {
         return Ok(());
     };
@@ -755,6 +870,9 @@ fn capture<C: EbpfContext>(
             FD_MQTT => data_flags::MQTT,
             FD_POSTGRES => data_flags::POSTGRES,
             FD_MYSQL => data_flags::MYSQL,
+            FD_DNS => data_flags::DNS,
+            FD_AMQP => data_flags::AMQP,
+            FD_KAFKA => data_flags::KAFKA,
             _ => 0,
         };
     event.sock = p.sock;
@@ -812,6 +930,10 @@ pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
     enter(&ctx, MSGHDR, direction::EGRESS)
 }
 #[tracepoint]
+pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
+    enter(&ctx, MMSGHDR, direction::EGRESS)
+}
+#[tracepoint]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
     on_sock(&ctx)
 }
@@ -850,6 +972,10 @@ pub fn sys_exit_writev(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
     exit(&ctx)
+}
+#[tracepoint]
+pub fn sys_exit_sendmmsg(ctx: TracePointContext) -> u32 {
+    exit_mmsg(&ctx)
 }
 
 #[tracepoint]

@@ -34,8 +34,23 @@ tracker!(
     telegen_core::redis::RedisTracker,
     telegen_core::mqtt::MqttTracker,
     telegen_core::postgres::PostgresTracker,
-    telegen_core::mysql::MysqlTracker
+    telegen_core::mysql::MysqlTracker,
+    telegen_core::amqp::AmqpTracker,
+    telegen_core::kafka::KafkaTracker
 );
+
+impl Tracker for telegen_core::dns::DnsTracker {
+    fn data(&mut self, r: &DataRecord<'_>, s: &mut HttpTracker, c: &mut AgentCounters) {
+        self.on_data(r, s, c)
+    }
+    fn close(&mut self, r: &CloseRecord, s: &mut HttpTracker, c: &mut AgentCounters) {
+        self.on_close(r, s, c)
+    }
+    /// Queries waiting, which the table bounds as it bounds connections.
+    fn connections(&self) -> usize {
+        self.waiting()
+    }
+}
 
 /// Runs `data` through `t` (made for 3 connections). Each step: an op byte (bit 0:
 /// ingress, bit 1: close, bits 2-3: fd, bit 4: thread, bit 6: the local port is

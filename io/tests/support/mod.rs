@@ -469,3 +469,45 @@ pub fn assert_no_drops(requests: &[Value], reasons: &[&str]) {
         assert_eq!(p.value, 0, "no {reason} drops expected");
     }
 }
+
+/// The agent run by one test, exporting to a receiver of its own.
+pub struct Traced {
+    pub receiver: Receiver,
+    pub agent: Proc,
+}
+
+impl Traced {
+    /// A receiver, and the agent exporting to it with `env` besides the endpoint.
+    pub fn start(test: &str, env: &[(&str, &str)]) -> Traced {
+        let receiver = Receiver::start(test);
+        let endpoint = receiver.endpoint();
+        let mut all = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
+        all.extend_from_slice(env);
+        let agent = start_agent(&[], &all);
+        Traced { receiver, agent }
+    }
+
+    /// Stops the agent, which must exit cleanly, and returns what the receiver decoded;
+    /// none of `secrets` may appear in it.
+    pub fn finish(mut self, secrets: &[&str]) -> Vec<Value> {
+        let (status, _) = terminate(&mut self.agent, Duration::from_secs(5));
+        assert!(status.success(), "exit status {status:?}");
+        let requests = self.receiver.requests();
+        for r in &requests {
+            assert!(r.get("error").is_none(), "receiver could not decode: {r}");
+            let text = r.to_string();
+            for s in secrets {
+                assert!(!text.contains(s), "{s:?} left the agent: {text}");
+            }
+        }
+        requests
+    }
+}
+
+/// The drop reasons of the protocol trackers after HTTP, and of the ring they read.
+pub const PROTOCOL_DROPS: [&str; 4] = [
+    "protocol_desync",
+    "db_pipeline_full",
+    "db_table_full",
+    "kernel_ring_full",
+];
