@@ -88,11 +88,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # opentelemetry-sdk: an instrumented client for the trace-context test. helm-python-sdk:
 # Helm's Go SDK as a library, to render and lint the chart without a helm binary. pika: the
-# AMQP client of the RabbitMQ test.
-if ! "$VENV/bin/python" -c 'import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2, opentelemetry.sdk.trace, yaml, kubernetes_validate, helm_python, pika' 2>/dev/null; then
-  log "pip install opentelemetry-proto opentelemetry-sdk pyyaml kubernetes-validate helm-python-sdk pika"
+# AMQP client of the RabbitMQ test. kafka-python: the Kafka client of the Kafka test, whose
+# broker (io/tests/support/kafka_broker.py) is built on its protocol classes.
+if ! "$VENV/bin/python" -c 'import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2, opentelemetry.sdk.trace, yaml, kubernetes_validate, helm_python, pika, kafka.protocol.api_message' 2>/dev/null; then
+  log "pip install opentelemetry-proto opentelemetry-sdk pyyaml kubernetes-validate helm-python-sdk pika kafka-python"
   "$VENV/bin/pip" install -q opentelemetry-proto opentelemetry-sdk pyyaml kubernetes-validate \
-    'helm-python-sdk==0.2.2' pika
+    'helm-python-sdk==0.2.2' pika 'kafka-python==3.0.12'
 fi
 
 # --- tracefs --------------------------------------------------------------------------------

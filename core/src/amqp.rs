@@ -20,7 +20,6 @@
 use crate::frames::{Framer, Framing, Msg};
 use crate::http::{HttpTracker, Path};
 use crate::l7::{Begun, Ends, Followed, Table, Word, conn_key};
-use crate::metrics::{Histogram, MetricSink};
 use crate::record::{CloseRecord, DataRecord, Protocol};
 use crate::selfmetrics::{AgentCounters, DropReason};
 use crate::tcp::Side;
@@ -114,10 +113,6 @@ pub struct AmqpTracker {
     t: Table<Conn>,
 }
 
-fn histogram() -> Histogram {
-    Histogram::new(&DURATION_BOUNDS)
-}
-
 /// A short string (a length byte, then the bytes) and what follows it.
 fn shortstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
     let (&n, rest) = b.split_first()?;
@@ -173,15 +168,15 @@ fn exchange(name: &[u8]) -> Path {
 
 impl AmqpTracker {
     /// `connections`: AMQP descriptors followed at once.
-    pub fn new(connections: usize, series_per_metric: usize) -> Self {
+    pub fn new(connections: usize) -> Self {
         Self {
-            t: Table::new(connections, series_per_metric, &CLIENT_DURATION, histogram),
+            t: Table::new(connections),
         }
     }
 
-    /// Bytes the tables take.
-    pub fn bytes(connections: usize, series_per_metric: usize) -> usize {
-        Table::<Conn>::bytes(connections, series_per_metric)
+    /// Bytes the table takes.
+    pub fn bytes(connections: usize) -> usize {
+        Table::<Conn>::bytes(connections)
     }
 
     /// Descriptors followed now.
@@ -388,11 +383,6 @@ impl AmqpTracker {
         drops: &mut AgentCounters,
     ) {
         self.t.close(r, spans, drops);
-    }
-
-    /// Hands the client duration histogram to the sink.
-    pub fn report(&self, sink: &mut dyn MetricSink) {
-        self.t.report(sink);
     }
 }
 

@@ -17,6 +17,7 @@
 //! `Authorization`, `Cookie` and `Set-Cookie` never leave this module.
 
 use crate::fixed_map::FixedMap;
+use crate::l7::OperationKey;
 use crate::metrics::{Attr, Attributes, Attrs, Histogram, Kind, MetricDesc, MetricSink, Series};
 pub use crate::record::Protocol;
 use crate::record::{CloseRecord, DataRecord, IpAddr};
@@ -400,6 +401,7 @@ impl HttpLimits {
             + FixedMap::<u32, SpanContext>::bytes_for(self.connections)
             + self.spans * core::mem::size_of::<Span>()
             + 2 * Series::<RequestKey, Histogram>::bytes_for(self.series_per_metric)
+            + 2 * Series::<OperationKey, Histogram>::bytes_for(self.series_per_metric)
     }
 }
 
@@ -442,6 +444,10 @@ pub struct HttpTracker {
     span_cap: usize,
     server: Series<RequestKey, Histogram>,
     client: Series<RequestKey, Histogram>,
+    /// `db.client.operation.duration` and `messaging.client.operation.duration`, which the
+    /// protocol trackers after HTTP record into (one series table per metric).
+    db_ops: Series<OperationKey, Histogram>,
+    messaging_ops: Series<OperationKey, Histogram>,
     ids: Ids,
     sampling: Sampling,
 }
@@ -462,6 +468,8 @@ impl HttpTracker {
             span_cap: limits.spans,
             server: Series::new(&SERVER_DURATION, cap, || Histogram::new(&DURATION_BOUNDS)),
             client: Series::new(&CLIENT_DURATION, cap, || Histogram::new(&DURATION_BOUNDS)),
+            db_ops: Series::new(&crate::redis::CLIENT_DURATION, cap, crate::redis::histogram),
+            messaging_ops: Series::new(&crate::mqtt::CLIENT_DURATION, cap, crate::mqtt::histogram),
             ids: Ids(seed),
             sampling,
         }
@@ -761,10 +769,21 @@ impl HttpTracker {
         (self.new_root(), [0; 8])
     }
 
-    /// Hands both duration histograms to the sink.
+    /// The client operation histogram of a protocol after HTTP: the database one, or the
+    /// messaging one.
+    pub(crate) fn operations(&mut self, p: Protocol) -> &mut Series<OperationKey, Histogram> {
+        match p {
+            Protocol::Mqtt | Protocol::Amqp | Protocol::Kafka => &mut self.messaging_ops,
+            _ => &mut self.db_ops,
+        }
+    }
+
+    /// Hands the request and operation duration histograms to the sink.
     pub fn report(&self, sink: &mut dyn MetricSink) {
         self.server.report(sink);
         self.client.report(sink);
+        self.db_ops.report(sink);
+        self.messaging_ops.report(sink);
     }
 }
 

@@ -21,7 +21,6 @@
 use crate::frames::{Framer, Framing, Msg};
 use crate::http::{HttpTracker, Path};
 use crate::l7::{Begun, Ends, Followed, Table, Word, conn_key};
-use crate::metrics::{Histogram, MetricSink};
 use crate::record::{CloseRecord, DataRecord, Protocol};
 use crate::selfmetrics::{AgentCounters, DropReason};
 use crate::tcp::Side;
@@ -269,21 +268,17 @@ pub struct KafkaTracker {
     t: Table<Conn>,
 }
 
-fn histogram() -> Histogram {
-    Histogram::new(&DURATION_BOUNDS)
-}
-
 impl KafkaTracker {
     /// `connections`: Kafka descriptors followed at once.
-    pub fn new(connections: usize, series_per_metric: usize) -> Self {
+    pub fn new(connections: usize) -> Self {
         Self {
-            t: Table::new(connections, series_per_metric, &CLIENT_DURATION, histogram),
+            t: Table::new(connections),
         }
     }
 
-    /// Bytes the tables take.
-    pub fn bytes(connections: usize, series_per_metric: usize) -> usize {
-        Table::<Conn>::bytes(connections, series_per_metric)
+    /// Bytes the table takes.
+    pub fn bytes(connections: usize) -> usize {
+        Table::<Conn>::bytes(connections)
     }
 
     /// Descriptors followed now.
@@ -447,11 +442,6 @@ impl KafkaTracker {
         drops: &mut AgentCounters,
     ) {
         self.t.close(r, spans, drops);
-    }
-
-    /// Hands the client duration histogram to the sink.
-    pub fn report(&self, sink: &mut dyn MetricSink) {
-        self.t.report(sink);
     }
 }
 

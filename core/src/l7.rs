@@ -4,7 +4,7 @@
 
 use crate::fixed_map::FixedMap;
 use crate::http::{Broken, ErrorType, HttpTracker, Path, Span, SpanContext};
-use crate::metrics::{Attr, Attributes, Attrs, Histogram, MetricDesc, MetricSink, Series};
+use crate::metrics::{Attr, Attributes, Attrs};
 use crate::record::{CloseRecord, DataRecord, IpAddr, Protocol};
 use crate::selfmetrics::AgentCounters;
 use crate::tcp::{Process, Side};
@@ -142,8 +142,8 @@ impl Begun {
     }
 }
 
-/// Ends an operation: a sample in `client` when this end is the client, and a span in the
-/// queue of `spans`.
+/// Ends an operation: a sample in the protocol's client histogram (kept by `spans`) when
+/// this end is the client, and a span in the queue of `spans`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn finish(
     protocol: Protocol,
@@ -152,7 +152,6 @@ pub(crate) fn finish(
     end_ns: u64,
     error: Word,
     broken: Option<Broken>,
-    client: &mut Series<OperationKey, Histogram>,
     spans: &mut HttpTracker,
     drops: &mut AgentCounters,
 ) {
@@ -189,7 +188,7 @@ pub(crate) fn finish(
             process: ends.process,
         };
         let secs = (span.end_ns - span.start_ns) as f64 / 1e9;
-        client.point(key).0.record(secs);
+        spans.operations(protocol).point(key).0.record(secs);
     }
     spans.push_span(span, drops);
 }
@@ -203,32 +202,23 @@ pub(crate) trait Followed {
     fn unfinished(&mut self) -> Option<(Begun, Word)>;
 }
 
-/// What every protocol tracker after HTTP holds: its connections by descriptor, and the
-/// client duration histogram.
+/// What every protocol tracker after HTTP holds: its connections by descriptor. (Their
+/// client histograms, one per metric, are kept by the HTTP tracker with the span queue.)
 pub(crate) struct Table<C> {
     pub conns: FixedMap<u64, C>,
-    pub client: Series<OperationKey, Histogram>,
 }
 
 impl<C: Followed> Table<C> {
-    /// Room for `connections` descriptors and `series` attribute sets of `desc`, whose
-    /// histograms `make` builds.
-    pub fn new(
-        connections: usize,
-        series: usize,
-        desc: &'static MetricDesc,
-        make: fn() -> Histogram,
-    ) -> Self {
+    /// Room for `connections` descriptors.
+    pub fn new(connections: usize) -> Self {
         Self {
             conns: FixedMap::with_capacity(connections),
-            client: Series::new(desc, series, make),
         }
     }
 
-    /// Bytes the tables take.
-    pub fn bytes(connections: usize, series: usize) -> usize {
+    /// Bytes the table takes.
+    pub fn bytes(connections: usize) -> usize {
         FixedMap::<u64, C>::bytes_for(connections)
-            + Series::<OperationKey, Histogram>::bytes_for(series)
     }
 
     /// Ends an operation of the connection `ends` (see [`finish`]).
@@ -244,8 +234,7 @@ impl<C: Followed> Table<C> {
         spans: &mut HttpTracker,
         drops: &mut AgentCounters,
     ) {
-        let c = &mut self.client;
-        finish(protocol, ends, b, end_ns, error, broken, c, spans, drops);
+        finish(protocol, ends, b, end_ns, error, broken, spans, drops);
     }
 
     /// Forgets the descriptor `key`; what still waited on it ends broken at `ts_ns`.
@@ -269,10 +258,5 @@ impl<C: Followed> Table<C> {
     /// A descriptor that carried data was closed.
     pub fn close(&mut self, r: &CloseRecord, spans: &mut HttpTracker, drops: &mut AgentCounters) {
         self.end_all(conn_key(r.task.tgid, r.fd), r.ts_ns, spans, drops);
-    }
-
-    /// Hands the client duration histogram to the sink.
-    pub fn report(&self, sink: &mut dyn MetricSink) {
-        self.client.report(sink);
     }
 }

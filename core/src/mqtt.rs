@@ -20,7 +20,7 @@
 
 use crate::http::{HttpTracker, Path};
 use crate::l7::{Begun, Ends, Followed, Table, Word, conn_key};
-use crate::metrics::{Histogram, Kind, MetricDesc, MetricSink};
+use crate::metrics::{Histogram, Kind, MetricDesc};
 use crate::record::{CloseRecord, DataRecord, Protocol};
 use crate::selfmetrics::{AgentCounters, DropReason};
 use crate::tcp::Side;
@@ -222,7 +222,7 @@ pub struct MqttTracker {
     t: Table<Conn>,
 }
 
-fn histogram() -> Histogram {
+pub(crate) fn histogram() -> Histogram {
     Histogram::new(&DURATION_BOUNDS)
 }
 
@@ -234,15 +234,15 @@ struct Done {
 
 impl MqttTracker {
     /// `connections`: MQTT descriptors followed at once.
-    pub fn new(connections: usize, series_per_metric: usize) -> Self {
+    pub fn new(connections: usize) -> Self {
         Self {
-            t: Table::new(connections, series_per_metric, &CLIENT_DURATION, histogram),
+            t: Table::new(connections),
         }
     }
 
-    /// Bytes the tables take.
-    pub fn bytes(connections: usize, series_per_metric: usize) -> usize {
-        Table::<Conn>::bytes(connections, series_per_metric)
+    /// Bytes the table takes.
+    pub fn bytes(connections: usize) -> usize {
+        Table::<Conn>::bytes(connections)
     }
 
     /// Descriptors followed now.
@@ -353,11 +353,6 @@ impl MqttTracker {
         drops: &mut AgentCounters,
     ) {
         self.t.close(r, spans, drops);
-    }
-
-    /// Hands the client duration histogram to the sink.
-    pub fn report(&self, sink: &mut dyn MetricSink) {
-        self.t.report(sink);
     }
 }
 
@@ -524,7 +519,7 @@ mod tests {
             root: RootSampling::AlwaysOn,
         };
         (
-            MqttTracker::new(4, 16),
+            MqttTracker::new(4),
             HttpTracker::new(limits, 1, sampling),
             AgentCounters::default(),
         )

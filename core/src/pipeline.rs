@@ -43,13 +43,13 @@ impl Trackers {
         Self {
             tcp,
             http,
-            redis: RedisTracker::new(c, s),
-            mqtt: MqttTracker::new(c, s),
-            postgres: PostgresTracker::new(c, s),
-            mysql: MysqlTracker::new(c, s),
+            redis: RedisTracker::new(c),
+            mqtt: MqttTracker::new(c),
+            postgres: PostgresTracker::new(c),
+            mysql: MysqlTracker::new(c),
             dns: DnsTracker::new(c, s, dns_spans),
-            amqp: AmqpTracker::new(c, s),
-            kafka: KafkaTracker::new(c, s),
+            amqp: AmqpTracker::new(c),
+            kafka: KafkaTracker::new(c),
         }
     }
 
@@ -60,30 +60,22 @@ impl Trackers {
     ) -> [(&'static str, usize); 7] {
         let (c, s) = (connections, series_per_metric);
         [
-            ("Redis tables and metric series", RedisTracker::bytes(c, s)),
-            ("MQTT tables and metric series", MqttTracker::bytes(c, s)),
-            (
-                "PostgreSQL tables and metric series",
-                PostgresTracker::bytes(c, s),
-            ),
-            ("MySQL tables and metric series", MysqlTracker::bytes(c, s)),
+            ("Redis connection table", RedisTracker::bytes(c)),
+            ("MQTT connection table", MqttTracker::bytes(c)),
+            ("PostgreSQL connection table", PostgresTracker::bytes(c)),
+            ("MySQL connection table", MysqlTracker::bytes(c)),
             ("DNS queries and metric series", DnsTracker::bytes(c, s)),
-            ("AMQP tables and metric series", AmqpTracker::bytes(c, s)),
-            ("Kafka tables and metric series", KafkaTracker::bytes(c, s)),
+            ("AMQP connection table", AmqpTracker::bytes(c)),
+            ("Kafka connection table", KafkaTracker::bytes(c)),
         ]
     }
 
     /// Hands every tracker's metrics to the sink.
     pub fn report(&self, sink: &mut dyn MetricSink) {
         self.tcp.report(sink);
+        // HTTP's histograms, and the database and messaging ones of the other protocols.
         self.http.report(sink);
-        self.redis.report(sink);
-        self.mqtt.report(sink);
-        self.postgres.report(sink);
-        self.mysql.report(sink);
         self.dns.report(sink);
-        self.amqp.report(sink);
-        self.kafka.report(sink);
     }
 }
 

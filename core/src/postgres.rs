@@ -22,13 +22,11 @@
 use crate::frames::{Framer, Framing, Msg, cstr};
 use crate::http::{HttpTracker, Path};
 use crate::l7::{Begun, Ends, Followed, Namespace, Table, Word, conn_key};
-use crate::metrics::MetricSink;
 use crate::record::{CloseRecord, DataRecord, Protocol};
 use crate::selfmetrics::{AgentCounters, DropReason};
 use crate::sql::{Dialect, obfuscate, operation};
 use crate::tcp::Side;
 
-use crate::redis::histogram;
 pub use crate::redis::{CLIENT_DURATION, DURATION_BOUNDS};
 
 const PG: Protocol = Protocol::Postgres;
@@ -110,15 +108,15 @@ fn name_hash(name: &[u8]) -> u32 {
 
 impl PostgresTracker {
     /// `connections`: PostgreSQL descriptors followed at once.
-    pub fn new(connections: usize, series_per_metric: usize) -> Self {
+    pub fn new(connections: usize) -> Self {
         Self {
-            t: Table::new(connections, series_per_metric, &CLIENT_DURATION, histogram),
+            t: Table::new(connections),
         }
     }
 
-    /// Bytes the tables take.
-    pub fn bytes(connections: usize, series_per_metric: usize) -> usize {
-        Table::<Conn>::bytes(connections, series_per_metric)
+    /// Bytes the table takes.
+    pub fn bytes(connections: usize) -> usize {
+        Table::<Conn>::bytes(connections)
     }
 
     /// Descriptors followed now.
@@ -276,11 +274,6 @@ impl PostgresTracker {
         drops: &mut AgentCounters,
     ) {
         self.t.close(r, spans, drops);
-    }
-
-    /// Hands the client duration histogram to the sink.
-    pub fn report(&self, sink: &mut dyn MetricSink) {
-        self.t.report(sink);
     }
 }
 

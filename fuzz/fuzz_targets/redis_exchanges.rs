@@ -9,6 +9,6 @@ use libfuzzer_sys::fuzz_target;
 use telegen_core::record::Protocol;
 
 fuzz_target!(|data: &[u8]| {
-    let mut t = telegen_core::redis::RedisTracker::new(3, 4);
+    let mut t = telegen_core::redis::RedisTracker::new(3);
     exchanges::run(data, &mut t, Protocol::Redis, 6379);
 });

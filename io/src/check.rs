@@ -31,7 +31,7 @@ pub fn budget(config: &Config) -> Budget {
         Agent::tcp_limits(config).bytes(),
     );
     b.add(
-        "HTTP tables, span queue and metric series",
+        "HTTP tables, span queue, duration series",
         Agent::http_limits(config).bytes(),
     );
     let protocols = telegen_core::pipeline::Trackers::protocol_bytes(
