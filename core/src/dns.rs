@@ -3,8 +3,9 @@
 //!
 //! The kernel hands over what a process sends to and receives from port 53 over UDP (its
 //! connected sockets, as resolvers use them) and TCP. Queries and answers pair by the
-//! descriptor and the message id; a TCP descriptor carries two-byte length prefixes, which
-//! are skipped when a call starts with one. A query with no answer ends as `timeout` when
+//! descriptor and the message id; over TCP a call may start with the two-byte length of the
+//! message (writes; reads of a whole message), or hold it alone (a resolver reading the
+//! length first), and only the first message of a call is read. A query with no answer ends as `timeout` when
 //! its descriptor closes or when [`TIMEOUT_NS`] passes (seen at the next DNS record), and
 //! an answer with a response code other than NOERROR ends with that code as `error.type`
 //! (`NXDOMAIN`, `SERVFAIL`, `REFUSED`…).
@@ -47,6 +48,20 @@ impl Attributes for LookupKey {
             let _ = out.push(Attr::str("error.type", &self.error));
         }
         self.process.attributes(out);
+    }
+}
+
+/// Whether `data` (of a call that moved `len` bytes) starts with TCP's two-byte length: one
+/// that fits the call, ahead of something that is not itself a message with one question
+/// (a UDP message's bytes 4 and 5 are its question count, 1; in a TCP one they are the
+/// message's flags).
+fn tcp_prefixed(data: &[u8], len: u32) -> bool {
+    match data {
+        [h, l, _, _, q0, q1, ..] => {
+            let n = u32::from(u16::from_be_bytes([*h, *l]));
+            n >= 12 && n + 2 <= len && [*q0, *q1] != [0, 1]
+        }
+        _ => false,
     }
 }
 
@@ -223,12 +238,11 @@ impl DnsTracker {
     ) {
         self.expire(r.ts_ns, spans, drops);
         let key = conn_key(r.task.tgid, r.fd);
-        // Over TCP a message follows its two-byte length.
-        let tcp_length = r
-            .data
-            .get(..2)
-            .is_some_and(|l| usize::from(u16::from_be_bytes([l[0], l[1]])) + 2 == r.len as usize);
-        let msg = if tcp_length { &r.data[2..] } else { r.data };
+        let msg = if tcp_prefixed(r.data, r.len) {
+            &r.data[2..]
+        } else {
+            r.data
+        };
         let Some(h) = header(msg) else {
             return;
         };
@@ -391,6 +405,20 @@ mod tests {
         b"\xff\x92\x81\x83\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x04test\x00\x00\x1c\x00\x01";
     // dig 9.18: EDNS with a cookie (the OPT record follows the question).
     const DIG: &[u8] = b"`\xbf\x01 \x00\x01\x00\x00\x00\x00\x00\x01\x07Example\x04test\x00\x00\x01\x00\x01\x00\x00)\x04\xd0\x00\x00\x00\x00\x00\x0c\x00\n\x00\x08\xd8\x1b\x8f\xa6\xd6\x8e\x11\xb4";
+
+    #[test]
+    fn tcp_length_prefixes_are_told_from_udp_messages() {
+        // glibc over TCP: one writev of [length, A query, length, AAAA query]; the capture
+        // holds the first two buffers, the call moved all four.
+        let tcp = [&[0, 29][..], GLIBC_A].concat();
+        assert!(tcp_prefixed(&tcp, 62));
+        assert!(tcp_prefixed(&tcp, 31));
+        // UDP: whatever its id, a message with one question is not prefixed.
+        let mut udp = GLIBC_A.to_vec();
+        udp[..2].copy_from_slice(&[0, 27]);
+        assert!(!tcp_prefixed(&udp, udp.len() as u32));
+        assert!(!tcp_prefixed(&[0, 29, 1], 31));
+    }
 
     #[test]
     fn questions_and_headers_of_real_messages() {

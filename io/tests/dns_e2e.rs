@@ -9,8 +9,9 @@ use std::process::Command;
 use support::*;
 
 /// Runs `script` with sh in a new network and mount namespace whose loopback is up,
-/// dnsmasq answers on 127.0.0.1:53 (`sensor.test` is 10.1.2.3, `gateway.test` 10.1.2.4 and
-/// fd00::4, names under `missing.test` do not exist) and /etc/resolv.conf names it.
+/// dnsmasq answers on 127.0.0.1:53, UDP and TCP (`sensor.test` is 10.1.2.3, `gateway.test`
+/// 10.1.2.4 and fd00::4, `viatcp.test` 10.1.2.5 and fd00::5, names under `missing.test` do
+/// not exist) and /etc/resolv.conf names it.
 fn in_namespace(test: &str, script: &str) -> String {
     let dir = scratch(test, "ns");
     std::fs::create_dir_all(&dir).unwrap();
@@ -27,7 +28,8 @@ mount --bind {resolv} /etc/resolv.conf
 dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
   --listen-address=127.0.0.1 --port=53 --pid-file= --log-facility=- \
   --address=/sensor.test/10.1.2.3 --address=/gateway.test/10.1.2.4 \
-  --address=/gateway.test/fd00::4 --local=/missing.test/ 2>/dev/null &
+  --address=/gateway.test/fd00::4 --address=/viatcp.test/10.1.2.5 \
+  --address=/viatcp.test/fd00::5 --local=/missing.test/ 2>/dev/null &
 trap 'kill $!' EXIT
 i=0
 until ss -lun | grep -q '127.0.0.1:53 '; do
@@ -67,6 +69,8 @@ try:
 except socket.gaierror as e:
     print("gaierror", e.errno)
 PY
+dig @127.0.0.1 +tcp +tries=1 +short viatcp.test A
+RES_OPTIONS=use-vc /usr/bin/python3 -c 'import socket; print(len(socket.getaddrinfo("viatcp.test", 80, proto=socket.IPPROTO_TCP)))'
 "#;
     let out = in_namespace("dns", script);
     let lines: Vec<&str> = out.lines().collect();
@@ -76,7 +80,9 @@ PY
             "10.1.2.3",
             "NXDOMAIN",
             "['10.1.2.4', 'fd00::4']",
-            "gaierror -2"
+            "gaierror -2",
+            "10.1.2.5",
+            "2"
         ],
         "{out}"
     );
@@ -93,13 +99,17 @@ PY
     assert_eq!(count("quiet.test", Some("timeout")), 1);
     assert_eq!(count("gateway.test", None), 2);
     assert_eq!(count("other.missing.test", Some("NXDOMAIN")), 2);
+    // Over TCP: dig's query, and glibc's A query (RES_OPTIONS=use-vc); glibc writes both
+    // its queries, each a two-byte length and the message, in one writev whose first two
+    // buffers only are captured: its AAAA query is not seen.
+    assert_eq!(count("viatcp.test", None), 2);
 
     let all = spans(&requests);
     let lookups: Vec<&SpanSeen> = all
         .iter()
         .filter(|s| s.attr("dns.question.name").is_some())
         .collect();
-    assert_eq!(lookups.len(), 7, "a span per lookup");
+    assert_eq!(lookups.len(), 9, "a span per lookup");
     let mut names: Vec<(&str, &str, Option<&str>)> = lookups
         .iter()
         .map(|s| {
@@ -118,6 +128,8 @@ PY
             ("other.missing.test", "DNS AAAA", Some("NXDOMAIN")),
             ("quiet.test", "DNS A", Some("timeout")),
             ("sensor.test", "DNS A", None),
+            ("viatcp.test", "DNS A", None),
+            ("viatcp.test", "DNS A", None),
         ]
     );
     // glibc's resolver ran in the Python process (a single-threaded one: its name).

@@ -65,7 +65,7 @@ static RECEIVE_RESET_OFFSETS: TcpTpOffsets = TcpTpOffsets::ABSENT;
 
 const IPPROTO_TCP: u16 = 6;
 const IPPROTO_UDP: u16 = 17;
-/// DNS's port: a UDP socket with it as its remote port is a resolver's.
+/// DNS's port: a UDP or TCP socket with it as its remote port is a resolver's.
 const DNS_PORT: u16 = 53;
 
 #[tracepoint]
@@ -528,6 +528,16 @@ fn first_buffer(ptr: u64, how: u32, plain_len: u64) -> Option<(u64, u64)> {
     Some((base, len))
 }
 
+/// The second buffer of an iovec array: `(base, len)`.
+#[inline(always)]
+fn second_iov(iov: u64) -> Option<(u64, u64)> {
+    // SAFETY: bpf_probe_read_user copes with any address.
+    let base = unsafe { bpf_probe_read_user((iov + 16) as *const u64) }.ok()?;
+    // SAFETY: as above.
+    let len = unsafe { bpf_probe_read_user((iov + 24) as *const u64) }.ok()?;
+    Some((base, len))
+}
+
 #[inline(always)]
 fn peek(buf: u64) -> Option<[u8; 8]> {
     // SAFETY: bpf_probe_read_user copes with any address.
@@ -550,7 +560,11 @@ fn enter(ctx: &TracePointContext, how: u32, dir: u32) -> u32 {
         let Some((buf, len)) = first_buffer(ptr, how, arg(ctx, ARG2)) else {
             return 0;
         };
-        if protocol_of(arg(ctx, ARG0) as u32, buf, len) == 0 && !looks_like_dns_query(buf, len) {
+        let dns = looks_like_dns_query(buf, len)
+            || (how == IOVEC
+                && len == 2
+                && second_iov(ptr).is_some_and(|(b, l)| looks_like_dns_query(b, l)));
+        if protocol_of(arg(ctx, ARG0) as u32, buf, len) == 0 && !dns {
             return 0;
         }
     }
@@ -809,6 +823,9 @@ fn capture<C: EbpfContext>(
         if mqtt(local) || mqtt(remote) {
             protocol = FD_MQTT;
         }
+        if remote == DNS_PORT {
+            protocol = FD_DNS;
+        }
     }
     if protocol == 0 {
         return Ok(());
@@ -847,6 +864,30 @@ fn emit_data<C: EbpfContext>(
     };
     if rc < 0 {
         return Err(KernelDrop::ReadFailed);
+    }
+    if p.how == IOVEC && n == 2 && moved > 2 {
+        // A two-byte length in its own buffer (DNS over TCP, as resolvers write it): the
+        // message in the next buffer goes with it.
+        if let Some((b2, l2)) = second_iov(p.ptr) {
+            let mut m = if l2 < moved - 2 { l2 } else { moved - 2 };
+            if m > (DATA_CAP - 2) as u64 {
+                m = (DATA_CAP - 2) as u64;
+            }
+            // SAFETY: at most the room after the two bytes; the helper copes with any source.
+            let rc = unsafe {
+                aya_ebpf::helpers::generated::bpf_probe_read_user(
+                    event.data.as_mut_ptr().add(2).cast(),
+                    m as u32,
+                    b2 as *const core::ffi::c_void,
+                )
+            };
+            if rc == 0 {
+                n = 2 + m;
+            }
+        }
+    }
+    if n > DATA_CAP as u64 {
+        n = DATA_CAP as u64;
     }
     let family: u16 = read_sock(p.sock, off.family)?;
     if family == AF_INET {
