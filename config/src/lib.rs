@@ -326,7 +326,7 @@ pub mod defaults {
     pub const HTTP_CONNECTIONS: usize = 1_024;
     pub const HTTP_EXCHANGES: usize = 512;
     pub const SPAN_QUEUE: usize = 2_048;
-    pub const DB_CONNECTIONS: usize = 128;
+    pub const DB_CONNECTIONS: usize = 64;
     pub const SERIES_PER_METRIC: usize = 1_000;
     pub const RING_BUFFER_BYTES: u32 = telegen_common::DEFAULT_RING_BYTES;
     pub const EXPORT_QUEUE_BYTES: usize = 1 << 20;

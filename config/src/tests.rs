@@ -185,7 +185,7 @@ fn bad_values_are_refused_with_their_source() {
     let f = write("ring.toml", "[limits]\nring_buffer_bytes = 5000\n");
     let e = run(&["-c", &f], &[]).unwrap_err();
     assert!(e.message.contains("power of two"), "{e}");
-    assert_eq!(config(&[], &[]).limits.db_connections, 128);
+    assert_eq!(config(&[], &[]).limits.db_connections, 64);
     assert!(config(&[], &[]).dns_spans);
     let f = write("dns.toml", "[dns]\nspans = false\n");
     assert!(!config(&["-c", &f], &[]).dns_spans);
