@@ -5,7 +5,8 @@
 //! connected sockets, as resolvers use them) and TCP. Queries and answers pair by the
 //! descriptor and the message id; over TCP a call may start with the two-byte length of the
 //! message (writes; reads of a whole message), or hold it alone (a resolver reading the
-//! length first), and only the first message of a call is read. A query with no answer ends as `timeout` when
+//! length first); only the first message of a record is read (the kernel makes a record of
+//! each of the two first length/message pairs of a `writev`). A query with no answer ends as `timeout` when
 //! its descriptor closes or when [`TIMEOUT_NS`] passes (seen at the next DNS record), and
 //! an answer with a response code other than NOERROR ends with that code as `error.type`
 //! (`NXDOMAIN`, `SERVFAIL`, `REFUSED`…).

@@ -99,17 +99,16 @@ RES_OPTIONS=use-vc /usr/bin/python3 -c 'import socket; print(len(socket.getaddri
     assert_eq!(count("quiet.test", Some("timeout")), 1);
     assert_eq!(count("gateway.test", None), 2);
     assert_eq!(count("other.missing.test", Some("NXDOMAIN")), 2);
-    // Over TCP: dig's query, and glibc's A query (RES_OPTIONS=use-vc); glibc writes both
-    // its queries, each a two-byte length and the message, in one writev whose first two
-    // buffers only are captured: its AAAA query is not seen.
-    assert_eq!(count("viatcp.test", None), 2);
+    // Over TCP: dig's query, and glibc's A and AAAA queries (RES_OPTIONS=use-vc), which it
+    // writes in one writev, each a two-byte length and the message.
+    assert_eq!(count("viatcp.test", None), 3);
 
     let all = spans(&requests);
     let lookups: Vec<&SpanSeen> = all
         .iter()
         .filter(|s| s.attr("dns.question.name").is_some())
         .collect();
-    assert_eq!(lookups.len(), 9, "a span per lookup");
+    assert_eq!(lookups.len(), 10, "a span per lookup");
     let mut names: Vec<(&str, &str, Option<&str>)> = lookups
         .iter()
         .map(|s| {
@@ -130,6 +129,7 @@ RES_OPTIONS=use-vc /usr/bin/python3 -c 'import socket; print(len(socket.getaddri
             ("sensor.test", "DNS A", None),
             ("viatcp.test", "DNS A", None),
             ("viatcp.test", "DNS A", None),
+            ("viatcp.test", "DNS AAAA", None),
         ]
     );
     // glibc's resolver ran in the Python process (a single-threaded one: its name).

@@ -734,6 +734,14 @@ pub fn ssl_read_ex_ret(ctx: RetProbeContext) -> u32 {
 
 #[inline(always)]
 fn exit(ctx: &TracePointContext) -> u32 {
+    exit_call(ctx, false)
+}
+
+/// A call's exit; with `dns_pairs` (writev), a second DNS-over-TCP message written in the
+/// same call (a two-byte length and the message, buffers 2 and 3, as glibc writes its A
+/// and AAAA queries) is captured too, as a record of its own.
+#[inline(always)]
+fn exit_call(ctx: &TracePointContext, dns_pairs: bool) -> u32 {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(p) = (unsafe { PENDING.get(&id) }).copied() else {
@@ -748,7 +756,21 @@ fn exit(ctx: &TracePointContext) -> u32 {
         return 0;
     };
     let len = if len < ret as u64 { len } else { ret as u64 };
-    finish(capture(ctx, &p, buf, len, ret as u64))
+    let mut result = capture(ctx, &p, buf, len, ret as u64);
+    if dns_pairs && len == 2 && p.how == IOVEC && fd_protocol(p.fd) == FD_DNS {
+        // Buffers 2 and 3: `second_iov` reads the iovec after the one it is given.
+        if let Some((b2, l2)) = second_iov(p.ptr + 16)
+            && l2 == 2
+            && let Some((_, l3)) = second_iov(p.ptr + 32)
+        {
+            let pair = Pending {
+                ptr: p.ptr + 32,
+                ..p
+            };
+            result = result.and(capture(ctx, &pair, b2, 2, 2 + l3));
+        }
+    }
+    finish(result)
 }
 
 /// `sendmmsg`'s exit: the return value is the number of messages sent; the first
@@ -1008,7 +1030,7 @@ pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
 }
 #[tracepoint]
 pub fn sys_exit_writev(ctx: TracePointContext) -> u32 {
-    exit(&ctx)
+    exit_call(&ctx, true)
 }
 #[tracepoint]
 pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
