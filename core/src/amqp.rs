@@ -444,7 +444,7 @@ mod tests {
         assert!(starts_connection(b"AMQP\x00\x00\x09\x01"));
         assert!(!starts_connection(b"AMQP\x01\x01\x00\x0a"));
         // basic.publish on channel 1: reserved, exchange "ex", routing key "rk", flags.
-        let mut f = Framer::new(Framing::Amqp);
+        let mut f: Framer = Framer::new(Framing::Amqp);
         let mut got = Vec::new();
         let frame = b"\x01\x00\x01\x00\x00\x00\x0d\x00\x3c\x00\x28\x00\x00\x02ex\x02rk\x00\xce";
         f.feed(frame, &mut |m: Msg<'_>| {
@@ -456,7 +456,7 @@ mod tests {
         .unwrap();
         assert_eq!(got, [(1, BASIC, PUBLISH, b"ex".to_vec(), b"rk".to_vec())]);
         // A body frame of 100 kB the capture cut: passed over, the next frame read.
-        let mut f = Framer::new(Framing::Amqp);
+        let mut f: Framer = Framer::new(Framing::Amqp);
         let mut kinds = Vec::new();
         let mut done = |m: Msg<'_>| kinds.push(m.tag);
         f.feed(b"\x03\x00\x01\x00\x01\x86\xa0abc", &mut done)

@@ -61,13 +61,14 @@ const KAFKA_MAX: u32 = 1 << 30;
 const PG_MAX: u32 = 1 << 30;
 
 #[derive(Debug, Clone)]
-pub struct Framer {
+/// Keeps the first `N` bytes of each message body ([`KEEP`] unless a protocol needs more).
+pub struct Framer<const N: usize = KEEP> {
     framing: Framing,
     head: [u8; 8],
     have: u8,
     /// Body bytes still to come once the header is complete.
     left: u32,
-    body: heapless::Vec<u8, KEEP>,
+    body: heapless::Vec<u8, N>,
     /// Some body bytes were not kept.
     cut: bool,
     /// MySQL: the packet in progress continues the previous one; the next will continue
@@ -76,7 +77,7 @@ pub struct Framer {
     continues: bool,
 }
 
-impl Framer {
+impl<const N: usize> Framer<N> {
     pub fn new(framing: Framing) -> Self {
         Self {
             framing,
@@ -126,7 +127,7 @@ impl Framer {
                 continue;
             }
             let n = (self.left as usize).min(bytes.len());
-            let room = KEEP - self.body.len();
+            let room = N - self.body.len();
             let keep = n.min(room);
             // `keep` fits: it is at most the room left.
             let _ = self.body.extend_from_slice(&bytes[..keep]);
@@ -251,7 +252,7 @@ mod tests {
     use alloc::vec::Vec;
 
     fn run(framing: Framing, pieces: &[&[u8]]) -> Result<Vec<(u8, Vec<u8>, bool)>, Desync> {
-        let mut f = Framer::new(framing);
+        let mut f: Framer = Framer::new(framing);
         let mut out = Vec::new();
         for p in pieces {
             f.feed(p, &mut |m: Msg<'_>| {
@@ -288,7 +289,7 @@ mod tests {
 
     #[test]
     fn long_bodies_keep_their_start_and_gaps_pass_inside_them() {
-        let mut f = Framer::new(Framing::Mysql);
+        let mut f: Framer = Framer::new(Framing::Mysql);
         let mut out = Vec::new();
         let mut done = |m: Msg<'_>| out.push((m.body.len(), m.whole, m.body.first().copied()));
         // A 1000-byte COM_QUERY of which 300 bytes were captured.
@@ -297,7 +298,7 @@ mod tests {
         f.gap(700, &mut done).unwrap();
         f.feed(&[1, 0, 0, 1, 0xfe], &mut done).unwrap();
         assert_eq!(out, [(KEEP, false, Some(3)), (1, true, Some(0xfe))]);
-        let mut f = Framer::new(Framing::Mysql);
+        let mut f: Framer = Framer::new(Framing::Mysql);
         let mut none = |_: Msg<'_>| {};
         f.feed(&[5, 0], &mut none).unwrap();
         assert_eq!(f.gap(1, &mut none), Err(Desync));

@@ -15,9 +15,12 @@
 //! - A Fetch request is a `poll {topic}` span (CLIENT) that ends with its response.
 //!
 //! The topic and partition are the request's first; a non-zero error code in the response's
-//! first partition fails the span (`error.type`: the code, `87` for INVALID_RECORD). Fetch v13+ names topics by
-//! id: such spans have the partition only. Records are never kept.
+//! first partition fails the span (`error.type`: the code, `87` for INVALID_RECORD). Produce
+//! and Fetch v13+ name topics by id: the names come from the Metadata responses (v10+) the
+//! process received, as far as their first [`RESPONSE_KEEP`] bytes go. Records are never
+//! kept.
 
+use crate::fixed_map::FixedMap;
 use crate::frames::{Framer, Framing, Msg};
 use crate::http::{HttpTracker, Path};
 use crate::l7::{Begun, Ends, Followed, Table, Word, conn_key};
@@ -155,9 +158,23 @@ fn request_header(b: &[u8]) -> Option<(i16, i16, i32, Reader<'_>)> {
     Some((api, version, correlation, r))
 }
 
-/// The topic and partition a Produce or Fetch request names first.
-fn target(api: i16, version: i16, mut r: Reader<'_>) -> Option<(Path, Option<i32>)> {
+/// Topic ids are 16 bytes (a UUID).
+type TopicId = [u8; 16];
+
+/// Whether `version` of `api` names topics by id rather than by name.
+fn by_id(api: i16, version: i16) -> bool {
+    (api == FETCH || api == PRODUCE) && version >= 13
+}
+
+/// The topic (by name, or by id for [`by_id`] versions) and partition a Produce or Fetch
+/// request names first.
+fn target(
+    api: i16,
+    version: i16,
+    mut r: Reader<'_>,
+) -> Option<(Path, Option<TopicId>, Option<i32>)> {
     let mut topic = Path::new();
+    let mut id = None;
     if api == PRODUCE {
         if version >= 3 {
             r.string()?; // transactional_id
@@ -179,22 +196,67 @@ fn target(api: i16, version: i16, mut r: Reader<'_>) -> Option<(Path, Option<i32
         }
     }
     if r.array()? == 0 {
-        return Some((topic, None));
+        return Some((topic, None, None));
     }
-    if api == FETCH && version >= 13 {
-        r.skip(16)?; // topic_id
+    if by_id(api, version) {
+        id = Some(r.take(16)?.try_into().ok()?);
     } else {
-        for &c in r.string()? {
-            let c = if c.is_ascii_graphic() { c as char } else { '?' };
-            if topic.push(c).is_err() {
-                break;
-            }
-        }
+        topic = text(r.string()?);
     }
     if r.array()? == 0 {
-        return Some((topic, None));
+        return Some((topic, id, None));
     }
-    Some((topic, r.i32()))
+    Some((topic, id, r.i32()))
+}
+
+fn text(b: &[u8]) -> Path {
+    let mut out = Path::new();
+    for &c in b {
+        let c = if c.is_ascii_graphic() { c as char } else { '?' };
+        if out.push(c).is_err() {
+            break;
+        }
+    }
+    out
+}
+
+/// The topics a Metadata response (v10 on) names with their ids, in the bytes kept.
+fn metadata_topics(version: i16, mut r: Reader<'_>, found: &mut impl FnMut(&[u8], TopicId)) {
+    let _ = (|| -> Option<()> {
+        if version >= 3 {
+            r.skip(4)?; // throttle_time_ms
+        }
+        for _ in 0..r.array()? {
+            r.skip(4)?; // node_id
+            r.string()?; // host
+            r.skip(4)?; // port
+            r.string()?; // rack
+            r.tagged()?;
+        }
+        r.string()?; // cluster_id
+        r.skip(4)?; // controller_id
+        for _ in 0..r.array()? {
+            r.skip(2)?; // error_code
+            let name = r.string()?;
+            let id: TopicId = r.take(16)?.try_into().ok()?;
+            if !name.is_empty() && id != [0; 16] {
+                found(name, id);
+            }
+            r.skip(1)?; // is_internal
+            for _ in 0..r.array()? {
+                r.skip(14)?; // error_code, partition_index, leader_id, leader_epoch
+                for _ in 0..3 {
+                    // replica_nodes, isr_nodes, offline_replicas
+                    let n = r.array()? as usize;
+                    r.skip(4 * n)?;
+                }
+                r.tagged()?;
+            }
+            r.skip(4)?; // topic_authorized_operations
+            r.tagged()?;
+        }
+        Some(())
+    })();
 }
 
 /// The error code of the first partition of a Produce or Fetch response body.
@@ -244,7 +306,7 @@ struct Waiting {
 struct Conn {
     ends: Ends,
     requests: Framer,
-    responses: Framer,
+    responses: Framer<RESPONSE_KEEP>,
     waiting: heapless::Deque<Waiting, IN_FLIGHT>,
     lost: bool,
 }
@@ -266,19 +328,26 @@ impl Followed for Conn {
 /// queue.
 pub struct KafkaTracker {
     t: Table<Conn>,
+    /// Topic names by process and id, learnt from Metadata responses, for the requests
+    /// that name topics by id.
+    topics: FixedMap<(u32, TopicId), Path>,
 }
+
+/// Response bytes kept per message: enough for a Metadata response's first topics.
+pub const RESPONSE_KEEP: usize = 1024;
 
 impl KafkaTracker {
     /// `connections`: Kafka descriptors followed at once.
     pub fn new(connections: usize) -> Self {
         Self {
             t: Table::new(connections),
+            topics: FixedMap::with_capacity(connections),
         }
     }
 
     /// Bytes the table takes.
     pub fn bytes(connections: usize) -> usize {
-        Table::<Conn>::bytes(connections)
+        Table::<Conn>::bytes(connections) + FixedMap::<(u32, TopicId), Path>::bytes_for(connections)
     }
 
     /// Descriptors followed now.
@@ -329,6 +398,7 @@ impl KafkaTracker {
         let client = conn.ends.side == Side::Client;
         let mut ended: heapless::Vec<(Begun, Word), IN_FLIGHT> = heapless::Vec::new();
         let (mut full, mut skipped) = (0u64, 0u64);
+        let topics = &mut self.topics;
         let Conn {
             requests,
             responses,
@@ -343,7 +413,11 @@ impl KafkaTracker {
                 };
                 let begun = match api {
                     PRODUCE | FETCH if client => {
-                        let (topic, partition) = target(api, version, body).unwrap_or_default();
+                        let (topic, id, partition) = target(api, version, body).unwrap_or_default();
+                        let topic = match id {
+                            Some(id) => topics.get(&(r.task.tgid, id)).cloned().unwrap_or_default(),
+                            None => topic,
+                        };
                         let op = if api == PRODUCE { "send" } else { "poll" };
                         let op = Word::try_from(op).unwrap_or_default();
                         let mut b = Begun::new(op, topic, r.ts_ns, true, r.task.tid, spans);
@@ -393,14 +467,22 @@ impl KafkaTracker {
                 let Some(w) = waiting.pop_front() else {
                     return;
                 };
-                let Some(b) = w.begun else {
-                    return;
-                };
                 // Response header v1 (flexible versions, ApiVersions aside) has tagged
                 // fields after the correlation id.
                 let mut body = Reader {
                     b: &m.body[4..],
                     compact: flexible(w.api, w.version) && w.api != API_VERSIONS,
+                };
+                if w.api == METADATA && w.version >= 10 && body.tagged().is_some() {
+                    // Full: later requests by id of a topic not learnt have no topic.
+                    let tgid = r.task.tgid;
+                    metadata_topics(w.version, body, &mut |name, id| {
+                        let _ = topics.insert((tgid, id), text(name));
+                    });
+                    return;
+                }
+                let Some(b) = w.begun else {
+                    return;
                 };
                 let mut error = Word::new();
                 if body.tagged().is_some()
@@ -530,7 +612,7 @@ mod tests {
         assert!(starts_request(&produce));
         let (api, version, corr, r) = request_header(&produce[4..]).unwrap();
         assert_eq!((api, version, corr), (PRODUCE, 3, 7));
-        let (topic, partition) = target(api, version, r).unwrap();
+        let (topic, _, partition) = target(api, version, r).unwrap();
         assert_eq!((topic.as_str(), partition), ("events", Some(2)));
         assert_eq!(produce_acks(version, r), Some(-1));
         // Fetch v12 (flexible): replica_id, max_wait, min_bytes, max_bytes, isolation,
@@ -546,7 +628,7 @@ mod tests {
         assert!(starts_request(&fetch));
         let (api, version, _, r) = request_header(&fetch[4..]).unwrap();
         assert_eq!(target(api, version, r).unwrap().0, "events");
-        assert_eq!(target(api, version, r).unwrap().1, Some(5));
+        assert_eq!(target(api, version, r).unwrap().2, Some(5));
         // Produce v3 response: [topic [partition error_code …]]; Fetch v11: throttle,
         // error, session, [topic [partition error_code …]].
         let resp = [
@@ -579,5 +661,43 @@ mod tests {
         assert!(starts_request(&request(API_VERSIONS, 3, &[])));
         assert!(!starts_request(b"\0\0\0\x10\0\x13\0\x01"));
         let _ = String::new();
+    }
+
+    #[test]
+    fn topic_ids_are_named_from_metadata() {
+        let id = [7u8; 16];
+        // Metadata v12 response (flexible): throttle, [broker], cluster_id (null),
+        // controller, [topic: error, name, id, internal, [partition], authorized ops].
+        let mut m = Vec::new();
+        m.extend_from_slice(&[0, 0, 0, 0]);
+        m.extend_from_slice(&[2, 0, 0, 0, 0, 2, b'h', 0, 0, 0x23, 0x84, 0, 0]);
+        m.extend_from_slice(&[0, 0, 0, 0, 0]);
+        m.extend_from_slice(&[2, 0, 0, 7]);
+        m.extend_from_slice(b"orders");
+        m.extend_from_slice(&id);
+        m.push(0);
+        m.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        m.extend_from_slice(&[2, 0, 0, 0, 0, 2, 0, 0, 0, 0, 1, 0]);
+        m.extend_from_slice(&[0x80, 0, 0, 0, 0]);
+        let mut found = Vec::new();
+        let r = Reader {
+            b: &m,
+            compact: true,
+        };
+        metadata_topics(12, r, &mut |name, id| found.push((name.to_vec(), id)));
+        assert_eq!(found, [(b"orders".to_vec(), id)]);
+        // Fetch v13 names the topic by that id.
+        let mut body = Vec::new();
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&[0, 0, 1, 0xf4, 0, 0, 0, 1, 0, 0x32, 0, 0, 0]);
+        body.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 2]);
+        body.extend_from_slice(&id);
+        body.extend_from_slice(&[2, 0, 0, 0, 3]);
+        let fetch = request(FETCH, 13, &body);
+        let (api, version, _, r) = request_header(&fetch[4..]).unwrap();
+        assert_eq!(
+            target(api, version, r),
+            Some((Path::new(), Some(id), Some(3)))
+        );
     }
 }

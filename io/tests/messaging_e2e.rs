@@ -373,12 +373,13 @@ impl Drop for KafkaBroker {
     }
 }
 
-fn start_kafka(flexible: bool) -> KafkaBroker {
+/// `mode`: "" (classic versions), `--flexible` or `--topic-ids` (see the script).
+fn start_kafka(mode: &str) -> KafkaBroker {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/kafka_broker.py");
     let mut cmd = Command::new(python());
     cmd.arg(script);
-    if flexible {
-        cmd.arg("--flexible");
+    if !mode.is_empty() {
+        cmd.arg(mode);
     }
     let mut proc = cmd
         .stdout(Stdio::piped())
@@ -395,10 +396,13 @@ fn start_kafka(flexible: bool) -> KafkaBroker {
 #[test]
 fn kafka_produce_and_fetch_become_spans_and_metrics() {
     assert!(is_root(), "this test loads eBPF programs: run it as root");
-    // Debian has no Kafka: a broker of the test's own, once with the classic encodings
-    // (Produce v8, Fetch v11) and once with the flexible ones (Produce v9, Fetch v12).
-    let classic = start_kafka(false);
-    let flexible = start_kafka(true);
+    // Debian has no Kafka: a broker of the test's own, with the classic encodings (Produce
+    // v8, Fetch v11), the flexible ones (Produce v9, Fetch v12), and one that offers the
+    // newest (Produce and Fetch v13, by topic id) with topic ids in Metadata v12, which the
+    // agent reads; kafka-python 3.0 itself stays at Produce v9 and Fetch v12 there.
+    let classic = start_kafka("");
+    let flexible = start_kafka("--flexible");
+    let ids = start_kafka("--topic-ids");
     let traced = Traced::start("mq-kafka", &[("OTEL_SERVICE_NAME", "mq-test")]);
     // kafka-python (PyPI): three sends that succeed, one the broker refuses, then a
     // consumer reading the partition from its start.
@@ -424,7 +428,7 @@ got = [m.value for m in c]
 assert got == [b"sekret-0", b"sekret-1", b"sekret-2"], got
 c.close()
 "#;
-    for broker in [&classic, &flexible] {
+    for broker in [&classic, &flexible, &ids] {
         let out = Command::new(python())
             .args(["-c", script, &broker.port.to_string()])
             .output()
@@ -434,7 +438,7 @@ c.close()
     let requests = traced.finish(&["sekret"]);
 
     let all = spans(&requests);
-    for broker in [&classic, &flexible] {
+    for broker in [&classic, &flexible, &ids] {
         let port = broker.port.to_string();
         let mine: Vec<&SpanSeen> = all
             .iter()

@@ -5,8 +5,9 @@ batch holding the bytes `reject` is refused (INVALID_RECORD). It
 answers ApiVersions, Metadata, ListOffsets, Produce and Fetch, decoding requests and encoding
 responses with kafka-python's own protocol classes (Apache Kafka's message schemas), at the
 versions the client picks among those advertised: `--flexible` advertises the current ones
-(Produce v9, Fetch v12: compact encodings and tagged fields), otherwise classic ones (Produce
-v8, Fetch v11). It listens on 127.0.0.1, prints its port, and serves until killed.
+(Produce v9, Fetch v12: compact encodings and tagged fields), `--topic-ids` the newest
+(Produce and Fetch v13, which name topics by the ids Metadata v12 gives), otherwise classic
+ones (Produce v8, Fetch v11). It listens on 127.0.0.1, prints its port, and serves until killed.
 """
 
 import socket
@@ -14,6 +15,7 @@ import struct
 import sys
 import threading
 import time
+import uuid
 from io import BytesIO
 
 from kafka.protocol.consumer import FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse
@@ -21,15 +23,25 @@ from kafka.protocol.metadata import ApiVersionsRequest, ApiVersionsResponse, Met
 from kafka.protocol.producer import ProduceRequest, ProduceResponse
 
 TOPIC = "orders"
-FLEXIBLE = "--flexible" in sys.argv
+TOPIC_ID = uuid.UUID("7e1e9b8a-5a5a-4c4c-8d8d-0123456789ab")
+IDS = "--topic-ids" in sys.argv
+FLEXIBLE = "--flexible" in sys.argv or IDS
 # api key: (request class, response class, highest version advertised)
 APIS = {
-    0: (ProduceRequest, ProduceResponse, 9 if FLEXIBLE else 8),
-    1: (FetchRequest, FetchResponse, 12 if FLEXIBLE else 11),
+    0: (ProduceRequest, ProduceResponse, 13 if IDS else 9 if FLEXIBLE else 8),
+    1: (FetchRequest, FetchResponse, 13 if IDS else 12 if FLEXIBLE else 11),
     2: (ListOffsetsRequest, ListOffsetsResponse, 5),
-    3: (MetadataRequest, MetadataResponse, 9 if FLEXIBLE else 8),
+    3: (MetadataRequest, MetadataResponse, 12 if IDS else 9 if FLEXIBLE else 8),
     18: (ApiVersionsRequest, ApiVersionsResponse, 3),
 }
+
+
+def topic_of(t):
+    # A topic by name, or (Produce and Fetch v13 on) by id.
+    name = getattr(t, "name", None) or getattr(t, "topic", None)
+    if not name and getattr(t, "topic_id", None) == TOPIC_ID:
+        return TOPIC
+    return name
 log = []  # record batches, each with its base offset
 lock = threading.Lock()
 
@@ -56,7 +68,8 @@ def respond(api, version, req, port):
             parts = [Topic.MetadataResponsePartition(
                 error_code=0, partition_index=0, leader_id=0, leader_epoch=0, replica_nodes=[0],
                 isr_nodes=[0], offline_replicas=[])] if known else []
-            topics.append(Topic(error_code=0 if known else 3, name=name, is_internal=False, partitions=parts))
+            topics.append(Topic(error_code=0 if known else 3, name=name, topic_id=TOPIC_ID if known else None,
+                                is_internal=False, partitions=parts))
         broker = resp.MetadataResponseBroker(node_id=0, host="127.0.0.1", port=port, rack=None)
         return resp[version](
             throttle_time_ms=0, brokers=[broker], cluster_id="telegen", controller_id=0, topics=topics)
@@ -77,10 +90,11 @@ def respond(api, version, req, port):
         T = resp.TopicProduceResponse
         for t in req.topic_data:
             parts = []
+            name = topic_of(t)
             for p in t.partition_data:
-                if t.name != TOPIC or b"reject" in p.records:
+                if name != TOPIC or b"reject" in p.records:
                     # An unknown topic, or a batch this broker refuses (INVALID_RECORD).
-                    code = 3 if t.name != TOPIC else 87
+                    code = 3 if name != TOPIC else 87
                     parts.append(T.PartitionProduceResponse(index=p.index, error_code=code, base_offset=-1))
                     continue
                 with lock:
@@ -90,7 +104,7 @@ def respond(api, version, req, port):
                     log.append((base, bytes(batch)))
                 parts.append(T.PartitionProduceResponse(
                     index=p.index, error_code=0, base_offset=base, log_append_time_ms=-1, log_start_offset=0))
-            out.append(T(name=t.name, partition_responses=parts))
+            out.append(T(name=t.name, topic_id=getattr(t, "topic_id", None), partition_responses=parts))
         return resp[version](responses=out, throttle_time_ms=0)
     if api == 1:
         with lock:
@@ -109,7 +123,8 @@ def respond(api, version, req, port):
                 parts.append(T.PartitionData(
                     partition_index=p.partition, error_code=0, high_watermark=high, last_stable_offset=high,
                     log_start_offset=0, aborted_transactions=[], preferred_read_replica=-1, records=records))
-            out.append(resp.FetchableTopicResponse(topic=t.topic, partitions=parts))
+            out.append(resp.FetchableTopicResponse(
+                topic=getattr(t, "topic", None), topic_id=getattr(t, "topic_id", None), partitions=parts))
         return resp[version](throttle_time_ms=0, error_code=0, session_id=0, responses=out)
     raise ValueError(f"api {api}")
 
