@@ -188,11 +188,20 @@ impl Drop for Rabbit {
         let group = format!("-{}", self.proc.id());
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.proc.wait();
-        // The Erlang port mapper the node started outlives it.
-        let _ = Command::new("epmd")
-            .env("ERL_EPMD_PORT", self.epmd.to_string())
-            .arg("-kill")
-            .output();
+        // The Erlang port mapper the node started outlives it; it refuses to stop while the
+        // dying node is still registered, so ask again for up to 5 s.
+        for _ in 0..50 {
+            let out = Command::new("epmd")
+                .env("ERL_EPMD_PORT", self.epmd.to_string())
+                .arg("-kill")
+                .output();
+            match out {
+                Ok(o) if String::from_utf8_lossy(&o.stdout).contains("Killed") => break,
+                Ok(o) if !o.status.success() && o.stdout.is_empty() => break,
+                Err(_) => break,
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
