@@ -166,24 +166,9 @@ fn exchange(name: &[u8]) -> Path {
     }
 }
 
+crate::l7::table_tracker!(AmqpTracker, "AMQP");
+
 impl AmqpTracker {
-    /// `connections`: AMQP descriptors followed at once.
-    pub fn new(connections: usize) -> Self {
-        Self {
-            t: Table::new(connections),
-        }
-    }
-
-    /// Bytes the table takes.
-    pub fn bytes(connections: usize) -> usize {
-        Table::<Conn>::bytes(connections)
-    }
-
-    /// Descriptors followed now.
-    pub fn connections(&self) -> usize {
-        self.t.conns.len()
-    }
-
     /// Handles what one read or write moved on an AMQP descriptor.
     pub fn on_data(
         &mut self,
@@ -208,8 +193,7 @@ impl AmqpTracker {
                 confirming: heapless::Vec::new(),
                 lost: false,
             };
-            if self.t.conns.insert(key, conn).is_err() {
-                drops.drop(DropReason::DbTableFull, 1);
+            if !self.t.open(key, conn, drops) {
                 return;
             }
         }
@@ -373,16 +357,6 @@ impl AmqpTracker {
             self.t
                 .finish(AMQP, &ends, b, r.ts_ns, error, None, spans, drops);
         }
-    }
-
-    /// A descriptor that carried data was closed: what waits ends broken.
-    pub fn on_close(
-        &mut self,
-        r: &CloseRecord,
-        spans: &mut HttpTracker,
-        drops: &mut AgentCounters,
-    ) {
-        self.t.close(r, spans, drops);
     }
 }
 

@@ -237,6 +237,15 @@ impl<C: Followed> Table<C> {
         finish(protocol, ends, b, end_ns, error, broken, spans, drops);
     }
 
+    /// Follows a new descriptor; false (counted as `db_table_full`) when the table is full.
+    pub fn open(&mut self, key: u64, conn: C, drops: &mut AgentCounters) -> bool {
+        if self.conns.insert(key, conn).is_err() {
+            drops.drop(crate::selfmetrics::DropReason::DbTableFull, 1);
+            return false;
+        }
+        true
+    }
+
     /// Forgets the descriptor `key`; what still waited on it ends broken at `ts_ns`.
     pub fn end_all(
         &mut self,
@@ -260,3 +269,38 @@ impl<C: Followed> Table<C> {
         self.end_all(conn_key(r.task.tgid, r.fd), r.ts_ns, spans, drops);
     }
 }
+
+/// The methods every protocol tracker built on a [`Table`] of its `Conn` has alike.
+macro_rules! table_tracker {
+    ($tracker:ident, $what:literal) => {
+        impl $tracker {
+            #[doc = concat!("`connections`: ", $what, " descriptors followed at once.")]
+            pub fn new(connections: usize) -> Self {
+                Self {
+                    t: Table::new(connections),
+                }
+            }
+
+            /// Bytes the table takes.
+            pub fn bytes(connections: usize) -> usize {
+                Table::<Conn>::bytes(connections)
+            }
+
+            /// Descriptors followed now.
+            pub fn connections(&self) -> usize {
+                self.t.conns.len()
+            }
+
+            /// A descriptor that carried data was closed: what waited on it ends broken.
+            pub fn on_close(
+                &mut self,
+                r: &CloseRecord,
+                spans: &mut HttpTracker,
+                drops: &mut AgentCounters,
+            ) {
+                self.t.close(r, spans, drops);
+            }
+        }
+    };
+}
+pub(crate) use table_tracker;

@@ -232,24 +232,9 @@ struct Done {
     error: Word,
 }
 
+crate::l7::table_tracker!(MqttTracker, "MQTT");
+
 impl MqttTracker {
-    /// `connections`: MQTT descriptors followed at once.
-    pub fn new(connections: usize) -> Self {
-        Self {
-            t: Table::new(connections),
-        }
-    }
-
-    /// Bytes the table takes.
-    pub fn bytes(connections: usize) -> usize {
-        Table::<Conn>::bytes(connections)
-    }
-
-    /// Descriptors followed now.
-    pub fn connections(&self) -> usize {
-        self.t.conns.len()
-    }
-
     /// Handles what one read or write moved on an MQTT descriptor; finished spans go to
     /// the queue of `spans`.
     pub fn on_data(
@@ -287,8 +272,7 @@ impl MqttTracker {
                 // started here, and a desync is counted if it did not.
                 lost: false,
             };
-            if self.t.conns.insert(key, conn).is_err() {
-                drops.drop(DropReason::DbTableFull, 1);
+            if !self.t.open(key, conn, drops) {
                 return;
             }
         }
@@ -343,16 +327,6 @@ impl MqttTracker {
             self.t
                 .finish(MQTT, &ends, b, r.ts_ns, e, None, spans, drops);
         }
-    }
-
-    /// A descriptor that carried data was closed: what waits for an ack ends broken.
-    pub fn on_close(
-        &mut self,
-        r: &CloseRecord,
-        spans: &mut HttpTracker,
-        drops: &mut AgentCounters,
-    ) {
-        self.t.close(r, spans, drops);
     }
 }
 

@@ -121,24 +121,9 @@ pub struct MysqlTracker {
     t: Table<Conn>,
 }
 
+crate::l7::table_tracker!(MysqlTracker, "MySQL");
+
 impl MysqlTracker {
-    /// `connections`: MySQL descriptors followed at once.
-    pub fn new(connections: usize) -> Self {
-        Self {
-            t: Table::new(connections),
-        }
-    }
-
-    /// Bytes the table takes.
-    pub fn bytes(connections: usize) -> usize {
-        Table::<Conn>::bytes(connections)
-    }
-
-    /// Descriptors followed now.
-    pub fn connections(&self) -> usize {
-        self.t.conns.len()
-    }
-
     /// Handles what one read or write moved on a MySQL descriptor.
     pub fn on_data(
         &mut self,
@@ -169,8 +154,7 @@ impl MysqlTracker {
                 statements: heapless::Deque::new(),
                 lost: false,
             };
-            if self.t.conns.insert(key, conn).is_err() {
-                drops.drop(DropReason::DbTableFull, 1);
+            if !self.t.open(key, conn, drops) {
                 return;
             }
         }
@@ -377,16 +361,6 @@ impl MysqlTracker {
                     .finish(protocol, &ends, b, r.ts_ns, e, None, spans, drops);
             }
         }
-    }
-
-    /// A descriptor that carried data was closed: its waiting operations end broken.
-    pub fn on_close(
-        &mut self,
-        r: &CloseRecord,
-        spans: &mut HttpTracker,
-        drops: &mut AgentCounters,
-    ) {
-        self.t.close(r, spans, drops);
     }
 }
 

@@ -106,24 +106,9 @@ fn name_hash(name: &[u8]) -> u32 {
     })
 }
 
+crate::l7::table_tracker!(PostgresTracker, "PostgreSQL");
+
 impl PostgresTracker {
-    /// `connections`: PostgreSQL descriptors followed at once.
-    pub fn new(connections: usize) -> Self {
-        Self {
-            t: Table::new(connections),
-        }
-    }
-
-    /// Bytes the table takes.
-    pub fn bytes(connections: usize) -> usize {
-        Table::<Conn>::bytes(connections)
-    }
-
-    /// Descriptors followed now.
-    pub fn connections(&self) -> usize {
-        self.t.conns.len()
-    }
-
     /// Handles what one read or write moved on a PostgreSQL descriptor.
     pub fn on_data(
         &mut self,
@@ -156,8 +141,7 @@ impl PostgresTracker {
                 statements: heapless::Deque::new(),
                 lost: false,
             };
-            if self.t.conns.insert(key, conn).is_err() {
-                drops.drop(DropReason::DbTableFull, 1);
+            if !self.t.open(key, conn, drops) {
                 return;
             }
         }
@@ -264,16 +248,6 @@ impl PostgresTracker {
                 self.t.finish(PG, &ends, b, r.ts_ns, e, None, spans, drops);
             }
         }
-    }
-
-    /// A descriptor that carried data was closed: its waiting operations end broken.
-    pub fn on_close(
-        &mut self,
-        r: &CloseRecord,
-        spans: &mut HttpTracker,
-        drops: &mut AgentCounters,
-    ) {
-        self.t.close(r, spans, drops);
     }
 }
 

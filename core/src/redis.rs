@@ -317,24 +317,9 @@ pub(crate) fn histogram() -> Histogram {
     Histogram::new(&DURATION_BOUNDS)
 }
 
+crate::l7::table_tracker!(RedisTracker, "Redis");
+
 impl RedisTracker {
-    /// `connections`: Redis descriptors followed at once.
-    pub fn new(connections: usize) -> Self {
-        Self {
-            t: Table::new(connections),
-        }
-    }
-
-    /// Bytes the table takes.
-    pub fn bytes(connections: usize) -> usize {
-        Table::<Conn>::bytes(connections)
-    }
-
-    /// Descriptors followed now.
-    pub fn connections(&self) -> usize {
-        self.t.conns.len()
-    }
-
     /// Handles what one read or write moved on a Redis descriptor; finished spans go to
     /// the queue of `spans`.
     pub fn on_data(
@@ -364,8 +349,7 @@ impl RedisTracker {
                 waiting: heapless::Deque::new(),
                 lost: false,
             };
-            if self.t.conns.insert(key, conn).is_err() {
-                drops.drop(DropReason::DbTableFull, 1);
+            if !self.t.open(key, conn, drops) {
                 return;
             }
         }
@@ -448,16 +432,6 @@ impl RedisTracker {
         conn.commands.reset();
         conn.replies.reset();
         conn.lost = true;
-    }
-
-    /// A descriptor that carried data was closed: its waiting commands end as errors.
-    pub fn on_close(
-        &mut self,
-        r: &CloseRecord,
-        spans: &mut HttpTracker,
-        drops: &mut AgentCounters,
-    ) {
-        self.t.close(r, spans, drops);
     }
 }
 
