@@ -31,6 +31,7 @@ pub mod record;
 pub mod recording;
 pub mod redis;
 pub mod reorder;
+pub mod runtime;
 pub mod selfmetrics;
 pub mod sql;
 pub mod tcp;

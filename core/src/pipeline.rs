@@ -79,13 +79,27 @@ impl Trackers {
     }
 }
 
-/// Decodes `bytes` and hands the record to the tracker it belongs to. A record that does not
-/// decode is counted as `decode_error` and returned for the caller to log. Allocates nothing.
-pub fn on_record(
-    bytes: &[u8],
+/// A process starting a program or ending: the caller's process table acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle<'a> {
+    /// `pid` ran the program at `path` (as `execve` was given it).
+    Exec {
+        pid: u32,
+        path: &'a [u8],
+    },
+    Exit {
+        pid: u32,
+    },
+}
+
+/// Decodes `bytes` and hands the record to the tracker it belongs to; a process's exec or
+/// exit is returned to the caller. A record that does not decode is counted as
+/// `decode_error` and returned for the caller to log. Allocates nothing.
+pub fn on_record<'a>(
+    bytes: &'a [u8],
     t: &mut Trackers,
     counters: &mut AgentCounters,
-) -> Result<(), DecodeError> {
+) -> Result<Option<Lifecycle<'a>>, DecodeError> {
     match decode(bytes) {
         Ok(Record::Tcp(r)) => {
             counters.events += 1;
@@ -115,12 +129,23 @@ pub fn on_record(
             t.amqp.on_close(&r, &mut t.http, counters);
             t.kafka.on_close(&r, &mut t.http, counters);
         }
+        Ok(Record::Exec(r)) => {
+            counters.events += 1;
+            return Ok(Some(Lifecycle::Exec {
+                pid: r.task.tgid,
+                path: r.path,
+            }));
+        }
+        Ok(Record::Exit { task, .. }) => {
+            counters.events += 1;
+            return Ok(Some(Lifecycle::Exit { pid: task.tgid }));
+        }
         Err(e) => {
             counters.drop(DropReason::DecodeError, 1);
             return Err(e);
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Replays a recording through fresh trackers: the spans they made, and the counters.

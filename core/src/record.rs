@@ -5,8 +5,8 @@
 //! here trusts a size that came from the ring, and nothing panics on short or odd input.
 
 use telegen_common::{
-    AF_INET, AF_INET6, COMM_LEN, CloseEvent, DATA_CAP, DataEvent, EventHeader, EventKind, TcpEvent,
-    data_flags, direction, tcp_state,
+    AF_INET, AF_INET6, COMM_LEN, CloseEvent, DATA_CAP, DataEvent, EventHeader, EventKind,
+    ExecEvent, ExitEvent, PATH_CAP, TcpEvent, data_flags, direction, tcp_state,
 };
 
 /// Why a record was rejected. Each is counted as a `decode_error` drop.
@@ -30,6 +30,8 @@ pub enum DecodeError {
     BadState(u32),
     BadDirection(u32),
     BadCaptureLength(u32),
+    /// An exec record whose path length disagrees with its size.
+    BadPathLength(u32),
 }
 
 impl core::fmt::Display for DecodeError {
@@ -52,6 +54,9 @@ impl core::fmt::Display for DecodeError {
             Self::BadFamily(v) => write!(f, "address family {v} is neither IPv4 nor IPv6"),
             Self::BadState(v) => write!(f, "TCP state {v} out of range"),
             Self::BadDirection(v) => write!(f, "data direction {v} is neither read nor write"),
+            Self::BadPathLength(v) => {
+                write!(f, "exec path of {v} bytes: more than the record holds")
+            }
             Self::BadCaptureLength(v) => {
                 write!(
                     f,
@@ -223,11 +228,26 @@ pub struct CloseRecord {
     pub fd: u32,
 }
 
+/// A process ran a new program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecRecord<'a> {
+    pub ts_ns: u64,
+    pub task: Task,
+    /// The path `execve` was given (at most [`PATH_CAP`] - 1 bytes, not checked as UTF-8).
+    pub path: &'a [u8],
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Record<'a> {
     Tcp(TcpRecord),
     Data(DataRecord<'a>),
     Close(CloseRecord),
+    Exec(ExecRecord<'a>),
+    /// The process `task.tgid` ended.
+    Exit {
+        ts_ns: u64,
+        task: Task,
+    },
 }
 
 /// Little cursor over a byte slice whose length has been checked already.
@@ -259,6 +279,8 @@ impl Fields<'_> {
 const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 /// Bytes of a data record before its captured bytes.
 const DATA_HEADER: usize = core::mem::size_of::<DataEvent>() - DATA_CAP;
+/// Bytes of an exec record before its path.
+const EXEC_HEADER: usize = core::mem::size_of::<ExecEvent>() - PATH_CAP;
 
 /// Decodes one record from the ring.
 pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
@@ -276,11 +298,14 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
         | EventKind::TcpReceiveReset => core::mem::size_of::<TcpEvent>(),
         EventKind::SocketData => core::mem::size_of::<DataEvent>(),
         EventKind::FdClose => core::mem::size_of::<CloseEvent>(),
+        EventKind::ProcessExec => core::mem::size_of::<ExecEvent>(),
+        EventKind::ProcessExit => core::mem::size_of::<ExitEvent>(),
     };
     // The ring may pad a record to 8 bytes; the header's size must still be exact. Data
     // records carry only their captured bytes: any size from the header on.
     let exact = match kind {
         EventKind::SocketData => size as usize >= DATA_HEADER && size as usize <= expected,
+        EventKind::ProcessExec => size as usize > EXEC_HEADER && size as usize <= expected,
         _ => size as usize == expected,
     };
     if !exact || buf.len() < size as usize {
@@ -338,6 +363,19 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
                 data: &buf[104..104 + captured as usize],
             }));
         }
+        EventKind::ProcessExec => {
+            // ExecEvent after the header: path_len@40 pad@44 path@48 (NUL after path_len).
+            let n = f.u32(40);
+            if n as usize + 1 != size as usize - EXEC_HEADER {
+                return Err(DecodeError::BadPathLength(n));
+            }
+            return Ok(Record::Exec(ExecRecord {
+                ts_ns,
+                task,
+                path: &buf[EXEC_HEADER..EXEC_HEADER + n as usize],
+            }));
+        }
+        EventKind::ProcessExit => return Ok(Record::Exit { ts_ns, task }),
         EventKind::FdClose => {
             return Ok(Record::Close(CloseRecord {
                 ts_ns,
@@ -527,6 +565,38 @@ mod tests {
             decode(&too_big).is_err(),
             "more than the kernel can capture"
         );
+    }
+
+    #[test]
+    fn decodes_exec_and_exit_records() {
+        let path = b"/usr/bin/python3.11";
+        let size = EXEC_HEADER + path.len() + 1;
+        let mut b = alloc::vec![0u8; size];
+        b[0..4].copy_from_slice(&(EventKind::ProcessExec as u32).to_ne_bytes());
+        b[4..8].copy_from_slice(&(size as u32).to_ne_bytes());
+        b[8..12].copy_from_slice(&4242u32.to_ne_bytes());
+        b[40..44].copy_from_slice(&(path.len() as u32).to_ne_bytes());
+        b[EXEC_HEADER..EXEC_HEADER + path.len()].copy_from_slice(path);
+        let mut padded = b.clone();
+        padded.extend_from_slice(&[0; 3]);
+        match decode(&padded) {
+            Ok(Record::Exec(e)) => assert_eq!((e.task.tgid, e.path), (4242, &path[..])),
+            other => panic!("{other:?}"),
+        }
+        let mut bad = b.clone();
+        bad[40] += 1; // the path would run past the record
+        assert_eq!(
+            decode(&bad),
+            Err(DecodeError::BadPathLength(path.len() as u32 + 1))
+        );
+        let mut bad = b.clone();
+        bad[4..8].copy_from_slice(&(EXEC_HEADER as u32).to_ne_bytes());
+        assert!(decode(&bad).is_err(), "no room for even the NUL");
+        let mut exit = alloc::vec![0u8; HEADER_LEN];
+        exit[0..4].copy_from_slice(&(EventKind::ProcessExit as u32).to_ne_bytes());
+        exit[4..8].copy_from_slice(&(HEADER_LEN as u32).to_ne_bytes());
+        exit[8..12].copy_from_slice(&77u32.to_ne_bytes());
+        assert!(matches!(decode(&exit), Ok(Record::Exit { task, .. }) if task.tgid == 77));
     }
 
     #[test]

@@ -62,10 +62,13 @@ pub enum DropReason {
     /// A protocol stream whose framing was lost (the capture cut off a header, or bytes
     /// that are not the protocol): counted once, plus once per command left waiting.
     ProtocolDesync,
+    /// A process the process table had no room for: its spans carry no process attributes
+    /// beyond its pid and name.
+    ProcessTableFull,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::KernelRingFull,
         Self::KernelReadFailed,
         Self::KernelPendingFull,
@@ -85,6 +88,7 @@ impl DropReason {
         Self::DbTableFull,
         Self::DbPipelineFull,
         Self::ProtocolDesync,
+        Self::ProcessTableFull,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -108,6 +112,7 @@ impl DropReason {
             Self::DbTableFull => "db_table_full",
             Self::DbPipelineFull => "db_pipeline_full",
             Self::ProtocolDesync => "protocol_desync",
+            Self::ProcessTableFull => "process_table_full",
         }
     }
 

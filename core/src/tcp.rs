@@ -208,7 +208,10 @@ impl TcpTracker {
                 *self.resets.point(ResetKey { conn, received }).0 += 1;
             }
             // Not TCP records: the decoder never makes a TcpRecord of these.
-            EventKind::SocketData | EventKind::FdClose => {}
+            EventKind::SocketData
+            | EventKind::FdClose
+            | EventKind::ProcessExec
+            | EventKind::ProcessExit => {}
         }
     }
 

@@ -192,6 +192,25 @@ pub fn tcp_offsets(tp: TcpTracepoint, format: &str) -> Result<TcpTpOffsets, Layo
     Ok(o)
 }
 
+/// Offset of `filename` in `sched:sched_process_exec`'s record: a 4-byte `__data_loc`
+/// (the string's offset in the record in its low 16 bits, its length in the high 16).
+pub fn exec_filename_offset(format: &str) -> Result<u32, LayoutError<'_>> {
+    for f in fields(format) {
+        let f = f?;
+        if f.name == "filename" {
+            if f.size != 4 {
+                return Err(LayoutError::Size {
+                    field: f.name,
+                    size: f.size,
+                    expected: 4,
+                });
+            }
+            return Ok(f.offset);
+        }
+    }
+    Err(LayoutError::Missing("filename"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +249,35 @@ mod tests {
             (8, 16, 20, 22, 46)
         );
         assert_eq!(o.state, FIELD_ABSENT);
+    }
+
+    /// This machine's `events/sched/sched_process_exec/format` (Linux 6.x; the same since 3.4).
+    const EXEC: &str = "name: sched_process_exec
+ID: 365
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:__data_loc char[] filename;\toffset:8;\tsize:4;\tsigned:0;
+\tfield:pid_t pid;\toffset:12;\tsize:4;\tsigned:1;
+\tfield:pid_t old_pid;\toffset:16;\tsize:4;\tsigned:1;
+
+print fmt: \"filename=%s pid=%d old_pid=%d\", __get_str(filename), REC->pid, REC->old_pid
+";
+
+    #[test]
+    fn exec_filename() {
+        assert_eq!(exec_filename_offset(EXEC), Ok(8));
+        assert_eq!(
+            exec_filename_offset(&EXEC.replace("filename;", "file;")),
+            Err(LayoutError::Missing("filename"))
+        );
+        assert!(matches!(
+            exec_filename_offset(&EXEC.replace("offset:8;\tsize:4", "offset:8;\tsize:8")),
+            Err(LayoutError::Size { size: 8, .. })
+        ));
     }
 
     #[test]

@@ -163,6 +163,12 @@ pub struct ProcessAttrs {
     /// `process.executable.name` when read from the process (its main thread's name; the
     /// kernel's records name the thread that moved the bytes).
     pub executable_name: Option<String>,
+    /// `process.executable.path`: the program file (`/proc/PID/exe`, or the path it was
+    /// started from).
+    pub executable_path: Option<String>,
+    /// `process.runtime.name` (`go`, `cpython`, `java`, `nodejs`) and, when known,
+    /// `process.runtime.version`.
+    pub runtime: Option<(&'static str, Option<String>)>,
 }
 
 /// A resource attribute's value.
@@ -174,7 +180,8 @@ pub enum Val<'a> {
 /// The attributes a process adds to the agent's resource (whose `service.name` it
 /// replaces), in the order both span writers use: `service.name` (its own, else its
 /// executable's name), `process.pid`, `process.parent_pid`, `process.executable.name`,
-/// `process.command`, `process.owner`, then its container's.
+/// `process.executable.path`, `process.command`, `process.owner`, `process.runtime.name`
+/// and `.version`, then its container's.
 pub fn process_attributes<'a>(
     p: &'a Process,
     attrs: Option<&'a ProcessAttrs>,
@@ -189,13 +196,20 @@ pub fn process_attributes<'a>(
     let ppid = attrs.and_then(|a| a.parent_pid);
     let command = attrs.and_then(|a| a.command.as_deref());
     let owner = attrs.and_then(|a| a.owner.as_deref());
+    let path = attrs.and_then(|a| a.executable_path.as_deref());
+    let runtime = attrs.and_then(|a| a.runtime.as_ref());
     [
         Some(("service.name", Val::Str(service))),
         Some(("process.pid", Val::Int(i64::from(p.pid)))),
         ppid.map(|pp| ("process.parent_pid", Val::Int(i64::from(pp)))),
         Some(("process.executable.name", Val::Str(comm))),
+        path.map(|v| ("process.executable.path", Val::Str(v))),
         command.map(|v| ("process.command", Val::Str(v))),
         owner.map(|v| ("process.owner", Val::Str(v))),
+        runtime.map(|(n, _)| ("process.runtime.name", Val::Str(n))),
+        runtime
+            .and_then(|(_, v)| v.as_deref())
+            .map(|v| ("process.runtime.version", Val::Str(v))),
         c.map(|c| ("container.id", Val::Str(c.id_str()))),
         c.map(|c| ("container.runtime", Val::Str(c.runtime.as_str()))),
         c.and_then(|c| c.pod_uid_str())
@@ -431,6 +445,8 @@ mod tests {
                 parent_pid: Some(1),
                 owner: Some("root".into()),
                 command: Some("/usr/bin/curl".into()),
+                executable_path: Some("/usr/bin/curl".into()),
+                runtime: Some(("go", Some("go1.19.8".into()))),
                 ..Default::default()
             },
         ));
@@ -455,8 +471,11 @@ mod tests {
                 "process.pid",
                 "process.parent_pid",
                 "process.executable.name",
+                "process.executable.path",
                 "process.command",
                 "process.owner",
+                "process.runtime.name",
+                "process.runtime.version",
                 "container.id",
                 "container.runtime",
                 "k8s.pod.uid"

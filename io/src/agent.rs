@@ -20,7 +20,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use telegen_config::{Config, RootSampler, Signal};
 use telegen_core::http::{HttpLimits, HttpTracker, RootSampling, Sampling};
-use telegen_core::pipeline::{self, Trackers};
+use telegen_core::pipeline::{self, Lifecycle, Trackers};
 use telegen_core::selfmetrics::AgentCounters;
 use telegen_core::tcp::{Process, TcpLimits, TcpTracker};
 use telegen_export::client::Batch;
@@ -158,6 +158,12 @@ impl Agent {
             log::warn!("metrics export is disabled and --console is off: nothing will be reported");
         }
         let resource = resource::build(&config);
+        let mut procs = crate::processes::Processes::default();
+        if capture {
+            // While every process's /proc/PID/exe may still be read.
+            procs.scan_running();
+            log::debug!("{} running processes noted", procs.len());
+        }
         let recorder = match &config.record {
             Some(path) => Some(crate::recorder::Recorder::create(path)?),
             None => None,
@@ -197,7 +203,7 @@ impl Agent {
             span_writer: SpanWriter::default(),
             start_unix_ns: unix_ns(),
             recorder,
-            procs: crate::processes::Processes::default(),
+            procs,
         })
     }
 
@@ -349,19 +355,26 @@ impl Agent {
     /// nothing. Then reads /proc once for each process whose first span just finished.
     fn drain(&mut self, last: bool) {
         let (trackers, counters) = (&mut self.t, &mut self.counters);
-        let recorder = &mut self.recorder;
+        let (recorder, procs) = (&mut self.recorder, &mut self.procs);
         let lost = self.kernel.drain(last, |bytes| {
             if let Some(r) = recorder.as_mut() {
                 r.record(bytes);
             }
-            if let Err(e) = pipeline::on_record(bytes, trackers, counters) {
-                log::debug!("bad record from the kernel: {e}");
+            match pipeline::on_record(bytes, trackers, counters) {
+                Ok(None) => {}
+                Ok(Some(Lifecycle::Exec { pid, path })) => procs.on_exec(pid, path, counters),
+                Ok(Some(Lifecycle::Exit { pid })) => procs.on_exit(pid),
+                Err(e) => log::debug!("bad record from the kernel: {e}"),
             }
         });
         if let Some(r) = self.recorder.as_mut() {
             r.flush();
         }
-        self.procs.learn(self.t.http.spans().iter(), Instant::now());
+        self.procs.learn(
+            self.t.http.spans().iter(),
+            Instant::now(),
+            &mut self.counters,
+        );
         if lost > 0 {
             // Already counted by the programs as kernel_ring_full when the write failed.
             log::debug!("perf buffers reported {lost} lost samples");
@@ -370,6 +383,12 @@ impl Agent {
 
     /// Hands the finished spans to the console and the traces exporter.
     fn export_spans(&mut self, now: Instant) {
+        self.export_spans_of_processes(now);
+        // Processes that ended are forgotten once their spans are out.
+        self.procs.sweep();
+    }
+
+    fn export_spans_of_processes(&mut self, now: Instant) {
         if self.t.http.spans().is_empty() {
             return;
         }

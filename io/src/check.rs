@@ -41,6 +41,7 @@ pub fn budget(config: &Config) -> Budget {
     for (what, bytes) in protocols {
         b.add(what, bytes);
     }
+    b.add("process table (512 processes)", crate::processes::bytes());
     b.add("metrics export queue", config.limits.export_queue_bytes);
     if config
         .export_settings(telegen_config::Signal::Traces)

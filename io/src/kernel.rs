@@ -15,14 +15,15 @@ use aya::programs::{TracePoint, UProbe, uprobe::UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use std::os::fd::{AsRawFd, RawFd};
 use telegen_common::{
-    AGENT_TGID_GLOBAL, CloseEvent, DataEvent, EVENTS_MAP, EVENTS_PERF_MAP, KERNEL_DROP_REASONS,
-    KERNEL_DROPS_MAP, KernelDrop, SOCK_OFFSETS_GLOBAL, SSL_PROBES, SockOffsets, TRANSPORT_GLOBAL,
-    TRANSPORT_PERF, TRANSPORT_RING, TcpTpOffsets, WAKEUP_BYTES_GLOBAL,
+    AGENT_TGID_GLOBAL, CloseEvent, DataEvent, EVENTS_MAP, EVENTS_PERF_MAP, EXEC_FILENAME_GLOBAL,
+    KERNEL_DROP_REASONS, KERNEL_DROPS_MAP, KernelDrop, SOCK_OFFSETS_GLOBAL, SSL_PROBES,
+    SockOffsets, TRANSPORT_GLOBAL, TRANSPORT_PERF, TRANSPORT_RING, TcpTpOffsets,
+    WAKEUP_BYTES_GLOBAL,
 };
 use telegen_config::Transport;
 use telegen_core::reorder::Reorder;
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
-use telegen_core::tracefs::{TcpTracepoint, tcp_offsets};
+use telegen_core::tracefs::{TcpTracepoint, exec_filename_offset, tcp_offsets};
 
 /// The compiled kernel programs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/telegen-ebpf"));
@@ -122,7 +123,7 @@ pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 const RECORD_LEN_MIN: usize = core::mem::size_of::<CloseEvent>();
 
 /// Payload capture: every read and write syscall that can carry a socket's bytes, and close.
-const CAPTURE_PROGRAMS: [(&str, &str); 21] = [
+const CAPTURE_PROGRAMS: [(&str, &str); 23] = [
     ("syscalls", "sys_enter_read"),
     ("syscalls", "sys_exit_read"),
     ("syscalls", "sys_enter_recvfrom"),
@@ -144,6 +145,9 @@ const CAPTURE_PROGRAMS: [(&str, &str); 21] = [
     ("syscalls", "sys_enter_close"),
     ("sock", "sock_send_length"),
     ("sock", "sock_recv_length"),
+    // The process table: which program each process runs, and when it ends.
+    ("sched", "sched_process_exec"),
+    ("sched", "sched_process_exit"),
 ];
 
 /// The OpenSSL uprobes, on every libssl found; a library without a symbol (the `_ex` forms
@@ -362,6 +366,17 @@ impl Kernel {
         }
         let me = std::process::id();
         loader.override_global(AGENT_TGID_GLOBAL, &me, true);
+        let exec_filename = tracefs::read_format(&tracing, "sched", "sched_process_exec")
+            .map_err(|e| e.to_string())
+            .and_then(|f| exec_filename_offset(&f).map_err(|e| e.to_string()));
+        match &exec_filename {
+            Ok(o) => {
+                loader.override_global(EXEC_FILENAME_GLOBAL, o, true);
+            }
+            Err(e) => log::warn!(
+                "sched:sched_process_exec unusable ({e}): processes are named from /proc only"
+            ),
+        }
         let sock = if cfg!(target_pointer_width = "32") {
             SockOffsets::ILP32
         } else {

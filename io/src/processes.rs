@@ -5,32 +5,81 @@
 //! after the privileges are gone; parsed by `telegen_core::cgroup`) and the
 //! `OTEL_SERVICE_NAME` of its environment (`/proc/PID/environ`, readable only by its owner
 //! or a privileged reader: with the default `--user nobody` it is found only for processes
-//! of that user). Bounded: past [`CAPACITY`] processes the table starts over.
+//! of that user). Bounded: a process beyond [`CAPACITY`] is counted as `process_table_full`
+//! (its spans carry only its pid and name) unless room is made by processes that ended.
 //!
-//! A process is looked up after the drain that finished its first span, so one that exits
-//! within that drain interval (100 ms) is exported without them. Its name comes from the
-//! same place (`Name:` of its status, the main thread's), since the kernel records name the
-//! thread that moved the bytes.
+//! The table is kept current from the kernel's exec and exit records
+//! (`sched:sched_process_exec`/`sched_process_exit`): an exec notes the program's path and
+//! has the process read again, an exit removes it once its last spans are exported.
+//! Processes already running at start-up get their program's path from `/proc/PID/exe`
+//! while the agent still may read it. What is read of a process is read at its first span,
+//! after the drain that finished it, so one that exits within that drain interval (100 ms)
+//! keeps only what its exec record said. Its name comes from the same place (`Name:` of its
+//! status, the main thread's), since the kernel records name the thread that moved the bytes.
+//!
+//! Its runtime (`telegen_core::runtime`) is found from its program: Go's build info in the
+//! ELF file, CPython's and Node's executable names, Java's `release` file; a script started
+//! through its `#!` line is its interpreter's. The file is read through `/proc/PID/exe`
+//! when the agent may (root, or the process's own user), else at its exec path when the
+//! process is in the agent's own mount namespace (not a container).
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 use telegen_core::cgroup;
 use telegen_core::http::Span;
+use telegen_core::runtime::{self, Runtime};
+use telegen_core::selfmetrics::{AgentCounters, DropReason};
 use telegen_core::tcp::Process;
 use telegen_export::spanpb::ProcessAttrs;
 
 /// Processes remembered at once.
-pub const CAPACITY: usize = 1024;
+pub const CAPACITY: usize = 512;
 /// Longest `service.name` taken from a process's environment.
 const SERVICE_NAME_CAP: usize = 128;
+/// Longest program path kept (a longer one is not kept at all): as the kernel's exec
+/// records carry.
+const PATH_MAX_KEPT: usize = telegen_common::PATH_CAP - 1;
+/// Longest process name, user name and runtime version kept.
+const NAME_CAP: usize = 64;
+
+/// The most one process's entry holds: the entry, and each of its strings at its cap
+/// (paths twice: as executed, and resolved).
+const ENTRY_BYTES_MAX: usize = core::mem::size_of::<(u32, Entry)>()
+    + 2 * PATH_MAX_KEPT
+    + SERVICE_NAME_CAP
+    + 128
+    + 3 * NAME_CAP;
+
+/// What the process table may take at most, for `telegen check`: [`CAPACITY`] entries,
+/// their strings at their caps, and the hash table's control bytes.
+pub fn bytes() -> usize {
+    CAPACITY * (ENTRY_BYTES_MAX + 1)
+}
+
+/// `s` when it is at most `cap` bytes long.
+fn capped(s: String, cap: usize) -> Option<String> {
+    (s.len() <= cap).then_some(s)
+}
 
 /// How long what was read of a process is trusted: a pid reused by another program within
 /// that time keeps the previous one's attributes until it is read again.
 pub const REFRESH: Duration = Duration::from_secs(60);
 
+/// A process the table knows.
+#[derive(Default)]
+struct Entry {
+    /// The program's path as its exec gave it (or `/proc/PID/exe` at start-up).
+    exec_path: Option<String>,
+    /// What was read, and when; `None` until its first span (or after an exec).
+    read: Option<(Instant, ProcessAttrs)>,
+    /// Its exit was seen: removed at the next [`Processes::sweep`].
+    exited: bool,
+}
+
 pub struct Processes {
-    /// By pid: when it was read, and what was found.
-    known: HashMap<u32, (Instant, ProcessAttrs)>,
+    known: HashMap<u32, Entry>,
 }
 
 impl Default for Processes {
@@ -80,57 +129,192 @@ fn user_name(uid: u32) -> String {
             p.lines().find_map(|l| {
                 let mut f = l.split(':');
                 let name = f.next()?;
-                (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+                (f.nth(1)?.parse::<u32>().ok()? == uid && name.len() <= NAME_CAP)
+                    .then(|| name.to_string())
             })
         })
         .unwrap_or_else(|| uid.to_string())
 }
 
+/// Where a process's program can be read: `/proc/PID/exe` when the agent may open it,
+/// else the exec path, which names the right file only outside containers.
+fn program_file(pid: u32, exec_path: Option<&str>, in_container: bool) -> Option<(File, String)> {
+    let exe = format!("/proc/{pid}/exe");
+    if let (Ok(f), Ok(target)) = (File::open(&exe), std::fs::read_link(&exe)) {
+        return Some((
+            f,
+            capped(target.to_string_lossy().into_owned(), PATH_MAX_KEPT)?,
+        ));
+    }
+    let path = exec_path.filter(|p| p.starts_with('/') && !in_container)?;
+    let resolved = std::fs::canonicalize(path).ok()?;
+    let f = File::open(&resolved).ok()?;
+    Some((
+        f,
+        capped(resolved.to_string_lossy().into_owned(), PATH_MAX_KEPT)?,
+    ))
+}
+
+fn read_at(f: &File, offset: u64, len: usize) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let n = f.read_at(&mut buf, offset).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// The Go toolchain version in the build info of the ELF file `f`, if it is a Go program.
+fn go_version(f: &File) -> Option<String> {
+    let h = runtime::elf_header(&read_at(f, 0, runtime::ELF_HEADER_LEN)?)?;
+    let table = read_at(f, h.shoff, h.table_len())?;
+    let names = h.section(&table, h.shstrndx)?;
+    // Section names are short; a names section past 64 KiB is not a program's.
+    let names = read_at(f, names.offset, names.size.min(64 * 1024) as usize)?;
+    let info = runtime::find_section(&h, &table, &names, ".go.buildinfo")?;
+    let info = read_at(f, info.offset, runtime::GO_BUILDINFO_LEN)?;
+    runtime::go_version(&info)
+        .filter(|v| v.len() <= NAME_CAP)
+        .map(str::to_string)
+}
+
+/// The interpreter a `#!` line names (`#!/usr/bin/python3`, `#!/usr/bin/env python3`),
+/// resolved; `None` for a file that does not start with one.
+fn interpreter(f: &File) -> Option<String> {
+    let head = read_at(f, 0, 128)?;
+    let line = head.strip_prefix(b"#!")?;
+    let line = std::str::from_utf8(&line[..line.iter().position(|&b| b == b'\n')?]).ok()?;
+    let mut words = line.split_whitespace();
+    let mut prog = words.next()?.to_string();
+    if prog.ends_with("/env") {
+        let name = words.find(|w| !w.starts_with('-'))?;
+        prog = ["/usr/local/bin", "/usr/bin", "/bin"]
+            .iter()
+            .map(|d| format!("{d}/{name}"))
+            .find(|p| std::path::Path::new(p).exists())?;
+    }
+    capped(
+        std::fs::canonicalize(prog)
+            .ok()?
+            .to_string_lossy()
+            .into_owned(),
+        PATH_MAX_KEPT,
+    )
+}
+
+/// The runtime of the program in `f` at `path`, and the path of the executable that runs
+/// it (the interpreter of a script).
+fn runtime_of(f: &File, path: &str) -> (Option<(&'static str, Option<String>)>, String) {
+    if let Some(interp) = interpreter(f) {
+        let rt = runtime::from_path(&interp).map(|(r, v)| {
+            let v = v.filter(|v| v.len() <= NAME_CAP).map(str::to_string);
+            (r.name(), v)
+        });
+        return (rt, interp);
+    }
+    let rt = match runtime::from_path(path) {
+        Some((Runtime::Java, _)) => {
+            let version = runtime::java_home(path)
+                .and_then(|home| std::fs::read_to_string(format!("{home}/release")).ok())
+                .and_then(|r| runtime::java_version(&r).map(str::to_string));
+            Some((Runtime::Java.name(), version))
+        }
+        Some((r, v)) => Some((
+            r.name(),
+            v.filter(|v| v.len() <= NAME_CAP).map(str::to_string),
+        )),
+        None => go_version(f).map(|v| (Runtime::Go.name(), Some(v))),
+    };
+    (rt, path.to_string())
+}
+
 impl Processes {
+    /// Notes the program of every running process (at most [`CAPACITY`]), from
+    /// `/proc/PID/exe`: called at start-up, while the agent may still read every process's.
+    pub fn scan_running(&mut self) {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for e in dir.flatten() {
+            if self.known.len() >= CAPACITY {
+                break;
+            }
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Ok(target) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+                self.known.insert(
+                    pid,
+                    Entry {
+                        exec_path: capped(target.to_string_lossy().into_owned(), PATH_MAX_KEPT),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+    }
+
+    /// `pid` ran the program at `path`: what was read of it is read again at its next span.
+    pub fn on_exec(&mut self, pid: u32, path: &[u8], counters: &mut AgentCounters) {
+        if !self.known.contains_key(&pid) && self.known.len() >= CAPACITY {
+            self.sweep();
+            if self.known.len() >= CAPACITY {
+                counters.drop(DropReason::ProcessTableFull, 1);
+                return;
+            }
+        }
+        let path = capped(String::from_utf8_lossy(path).into_owned(), PATH_MAX_KEPT);
+        self.known.insert(
+            pid,
+            Entry {
+                exec_path: path,
+                ..Default::default()
+            },
+        );
+    }
+
+    /// `pid` ended: forgotten at the next [`Processes::sweep`], after its last spans.
+    pub fn on_exit(&mut self, pid: u32) {
+        if let Some(e) = self.known.get_mut(&pid) {
+            e.exited = true;
+        }
+    }
+
+    /// Forgets the processes that ended.
+    pub fn sweep(&mut self) {
+        self.known.retain(|_, e| !e.exited);
+    }
+
+    /// Processes in the table.
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
     /// Reads what is not known (or no longer trusted) of the processes of `spans`.
-    pub fn learn<'a>(&mut self, spans: impl Iterator<Item = &'a Span>, now: Instant) {
+    pub fn learn<'a>(
+        &mut self,
+        spans: impl Iterator<Item = &'a Span>,
+        now: Instant,
+        counters: &mut AgentCounters,
+    ) {
         for s in spans {
             let p: &Process = &s.process;
-            if self
+            let fresh = self
                 .known
                 .get(&p.pid)
-                .is_some_and(|(at, _)| now.saturating_duration_since(*at) < REFRESH)
-            {
+                .and_then(|e| e.read.as_ref())
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) < REFRESH);
+            if fresh {
                 continue;
             }
-            if self.known.len() >= CAPACITY {
-                self.known.clear();
+            if !self.known.contains_key(&p.pid) && self.known.len() >= CAPACITY {
+                self.sweep();
+                if self.known.len() >= CAPACITY {
+                    counters.drop(DropReason::ProcessTableFull, 1);
+                    continue;
+                }
             }
-            let container = std::fs::read_to_string(format!("/proc/{}/cgroup", p.pid))
-                .ok()
-                .and_then(|text| cgroup::container(&text));
-            let service_name = std::fs::read(format!("/proc/{}/environ", p.pid))
-                .ok()
-                .and_then(|env| service_name(&env));
-            let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok();
-            let (parent_pid, uid) = status
-                .as_deref()
-                .map(parent_and_uid)
-                .unwrap_or((None, None));
-            // The process's name, not the name of the thread that moved the bytes.
-            let executable_name = status.as_deref().and_then(|st| {
-                st.lines()
-                    .find_map(|l| l.strip_prefix("Name:"))
-                    .map(|n| n.trim().to_string())
-                    .filter(|n| !n.is_empty())
-            });
-            let command = std::fs::read(format!("/proc/{}/cmdline", p.pid))
-                .ok()
-                .and_then(|c| command(&c));
-            let attrs = ProcessAttrs {
-                service_name,
-                container,
-                parent_pid,
-                owner: uid.map(user_name),
-                command,
-                executable_name,
-            };
-            self.known.insert(p.pid, (now, attrs));
+            let entry = self.known.entry(p.pid).or_default();
+            let attrs = read_process(p.pid, entry.exec_path.as_deref());
+            entry.read = Some((now, attrs));
         }
     }
 
@@ -146,12 +330,57 @@ impl Processes {
             if out.iter().any(|(p, _)| *p == pid) {
                 continue;
             }
-            if let Some((_, a)) = self.known.get(&pid)
+            if let Some((_, a)) = self.known.get(&pid).and_then(|e| e.read.as_ref())
                 && *a != ProcessAttrs::default()
             {
                 out.push((pid, a.clone()));
             }
         }
+    }
+}
+
+/// Reads what /proc says of `pid`, with its program's path from its exec when known.
+fn read_process(pid: u32, exec_path: Option<&str>) -> ProcessAttrs {
+    let container = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|text| cgroup::container(&text));
+    let service_name = std::fs::read(format!("/proc/{pid}/environ"))
+        .ok()
+        .and_then(|env| service_name(&env));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
+    let (parent_pid, uid) = status
+        .as_deref()
+        .map(parent_and_uid)
+        .unwrap_or((None, None));
+    // The process's name, not the name of the thread that moved the bytes.
+    let executable_name = status.as_deref().and_then(|st| {
+        st.lines()
+            .find_map(|l| l.strip_prefix("Name:"))
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty() && n.len() <= NAME_CAP)
+    });
+    let command = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .and_then(|c| command(&c));
+    let (runtime, executable_path) = match program_file(pid, exec_path, container.is_some()) {
+        Some((f, path)) => {
+            let (rt, path) = runtime_of(&f, &path);
+            (rt, Some(path))
+        }
+        None => (
+            None,
+            exec_path.filter(|p| p.starts_with('/')).map(String::from),
+        ),
+    };
+    ProcessAttrs {
+        service_name,
+        container,
+        parent_pid,
+        owner: uid.map(user_name),
+        command,
+        executable_name,
+        executable_path,
+        runtime,
     }
 }
 
@@ -166,6 +395,57 @@ mod tests {
         assert_eq!(service_name(b"PATH=/bin\0"), None);
         assert_eq!(service_name(b"OTEL_SERVICE_NAME=\0"), None);
         assert_eq!(service_name(b"XOTEL_SERVICE_NAME=a\0"), None);
+    }
+
+    #[test]
+    fn exec_and_exit_keep_the_table_current_and_bounded() {
+        let mut p = Processes::default();
+        let mut c = AgentCounters::default();
+        p.on_exec(7, b"/usr/bin/python3", &mut c);
+        p.on_exit(7);
+        assert_eq!(p.len(), 1, "kept until its spans are exported");
+        p.sweep();
+        assert_eq!(p.len(), 0);
+        for pid in 0..CAPACITY as u32 {
+            p.on_exec(pid + 10, b"/bin/true", &mut c);
+        }
+        p.on_exec(5, b"/bin/true", &mut c);
+        assert_eq!(c.dropped(DropReason::ProcessTableFull), 1);
+        p.on_exec(10, b"/bin/false", &mut c);
+        assert_eq!(
+            c.dropped(DropReason::ProcessTableFull),
+            1,
+            "a known pid has room"
+        );
+        // Room is made from the processes that ended.
+        p.on_exit(11);
+        p.on_exec(5, b"/bin/true", &mut c);
+        assert_eq!(c.dropped(DropReason::ProcessTableFull), 1);
+        assert_eq!(p.len(), CAPACITY);
+    }
+
+    #[test]
+    fn this_test_program_read_as_a_process() {
+        // This process: its /proc/PID/exe is readable; it is no runtime of those known.
+        let me = std::process::id();
+        let a = read_process(me, None);
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(a.executable_path.as_deref(), exe.to_str());
+        assert_eq!(a.runtime, None);
+        // A `#!` script names its interpreter.
+        let dir = std::env::temp_dir().join(format!("telegen-interp-{me}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("tool");
+        std::fs::write(&script, "#!/usr/bin/env python3\nprint(1)\n").unwrap();
+        let f = File::open(&script).unwrap();
+        let (rt, path) = runtime_of(&f, script.to_str().unwrap());
+        let python = std::fs::canonicalize("/usr/bin/python3").unwrap();
+        assert_eq!(path, python.to_str().unwrap());
+        assert_eq!(rt.map(|(n, _)| n), Some("cpython"));
+        std::fs::write(&script, "#!/bin/sh\necho\n").unwrap();
+        let f = File::open(&script).unwrap();
+        assert_eq!(runtime_of(&f, script.to_str().unwrap()).0, None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

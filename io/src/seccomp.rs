@@ -62,6 +62,8 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_close,
     libc::SYS_openat,
     libc::SYS_statx,
+    // /proc/PID/exe, and the links in a program's path.
+    libc::SYS_readlinkat,
     libc::SYS_fdatasync,
     libc::SYS_fsync,
     libc::SYS_renameat,
@@ -118,6 +120,7 @@ const ARCH: &[libc::c_long] = &[
     libc::SYS_fstat,
     libc::SYS_lstat,
     libc::SYS_newfstatat,
+    libc::SYS_readlink,
     libc::SYS_lseek,
     libc::SYS_rename,
     libc::SYS_unlink,
@@ -144,6 +147,7 @@ const ARCH: &[libc::c_long] = &[
 #[cfg(target_arch = "arm")]
 const ARCH: &[libc::c_long] = &[
     libc::SYS_open,
+    libc::SYS_readlink,
     libc::SYS_stat64,
     libc::SYS_fstat64,
     libc::SYS_lstat64,

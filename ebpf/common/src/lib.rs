@@ -47,6 +47,11 @@ pub enum EventKind {
     SocketData = 5,
     /// `close()` of a descriptor that carried [`EventKind::SocketData`]; payload [`CloseEvent`].
     FdClose = 6,
+    /// `sched:sched_process_exec`: a process ran a new program; payload [`ExecEvent`].
+    ProcessExec = 7,
+    /// `sched:sched_process_exit` of a thread-group leader: the process ended; the header
+    /// alone ([`ExitEvent`]).
+    ProcessExit = 8,
 }
 
 impl EventKind {
@@ -59,6 +64,8 @@ impl EventKind {
             4 => Some(Self::TcpReceiveReset),
             5 => Some(Self::SocketData),
             6 => Some(Self::FdClose),
+            7 => Some(Self::ProcessExec),
+            8 => Some(Self::ProcessExit),
             _ => None,
         }
     }
@@ -250,6 +257,34 @@ pub struct CloseEvent {
     pub _pad0: u32,
 }
 
+/// Longest executable path an [`ExecEvent`] carries (NUL included); a longer one is cut.
+pub const PATH_CAP: usize = 256;
+
+/// A process ran a new program (`execve`). Only the first `48 + path_len + 1` bytes travel
+/// (the header's `size`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// Bytes of `path` that are valid, its NUL excluded.
+    pub path_len: u32,
+    pub _pad0: u32,
+    /// The program's path as `execve` was given it (absolute unless the caller used a
+    /// relative one), NUL terminated when shorter than [`PATH_CAP`].
+    pub path: [u8; PATH_CAP],
+}
+
+/// The process [`EventHeader::tgid`] ended (its thread-group leader exited).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+}
+
+/// Name of the read-only global (u32): offset of `filename` (a `__data_loc` field) in
+/// `sched:sched_process_exec`'s record, from tracefs.
+pub const EXEC_FILENAME_GLOBAL: &str = "EXEC_FILENAME";
+
 /// Name of the read-only global (u32) holding the agent's own process id: its programs
 /// never capture the agent's own traffic (its exports are HTTP too).
 pub const AGENT_TGID_GLOBAL: &str = "AGENT_TGID";
@@ -341,6 +376,8 @@ const _: () = assert!(core::mem::size_of::<TcpTpOffsets>() == 56);
 const _: () = assert!(core::mem::size_of::<DataEvent>() == 104 + DATA_CAP);
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 32);
 const _: () = assert!(core::mem::size_of::<CloseEvent>() == 48);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 48 + PATH_CAP);
+const _: () = assert!(core::mem::size_of::<ExitEvent>() == 40);
 
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` integers with no padding (checked by the size assertion above).

@@ -23,8 +23,8 @@ use aya_ebpf::{
 };
 use telegen_common::{
     AF_INET, CloseEvent, DATA_CAP, DEFAULT_RING_BYTES, DataEvent, EventHeader, EventKind,
-    FIELD_ABSENT, KERNEL_DROP_REASONS, KernelDrop, MQTT_PORTS, SockOffsets, TRANSPORT_PERF,
-    TcpEvent, TcpTpOffsets, data_flags, direction, tcp_state,
+    ExecEvent, ExitEvent, FIELD_ABSENT, KERNEL_DROP_REASONS, KernelDrop, MQTT_PORTS, PATH_CAP,
+    SockOffsets, TRANSPORT_PERF, TcpEvent, TcpTpOffsets, data_flags, direction, tcp_state,
 };
 
 #[map(name = "EVENTS")]
@@ -1063,6 +1063,87 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
         },
         fd,
         _pad0: 0,
+    };
+    finish(emit(&ctx, &event))
+}
+
+/// Offset of `filename` in `sched:sched_process_exec`'s record; [`FIELD_ABSENT`] until user
+/// space sets it from tracefs.
+#[unsafe(no_mangle)]
+static EXEC_FILENAME: u32 = FIELD_ABSENT;
+
+#[map(name = "EXEC_SCRATCH")]
+static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn header(kind: EventKind, size: usize) -> EventHeader {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    EventHeader {
+        kind: kind as u32,
+        size: size as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        // SAFETY: a helper with no preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+/// A process ran a new program: its pid and the program's path.
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    finish(try_exec(&ctx))
+}
+
+fn try_exec(ctx: &TracePointContext) -> Result<(), KernelDrop> {
+    // SAFETY: a read-only global that user space sets before load.
+    let off = unsafe { core::ptr::read_volatile(&EXEC_FILENAME) };
+    if off == FIELD_ABSENT {
+        return Ok(());
+    }
+    // `__data_loc`: the string's offset in the record (low 16 bits) and length (high 16).
+    let loc: u32 = read(ctx, off)?;
+    let Some(event) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return Ok(());
+    };
+    // SAFETY: this CPU's slot of a per-CPU array; tracepoint programs do not nest on a CPU.
+    let event = unsafe { &mut *event };
+    event.header = header(EventKind::ProcessExec, core::mem::size_of::<ExecEvent>());
+    event._pad0 = 0;
+    // SAFETY: the destination is the array itself; the helper copes with any source and
+    // stops at the NUL or the array's end.
+    let n = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel_str(
+            event.path.as_mut_ptr().cast(),
+            PATH_CAP as u32,
+            ctx.as_ptr()
+                .cast::<u8>()
+                .add((loc & 0xffff) as usize)
+                .cast(),
+        )
+    };
+    if n <= 0 {
+        return Err(KernelDrop::ReadFailed);
+    }
+    let mut n = n as u64;
+    if n > PATH_CAP as u64 {
+        n = PATH_CAP as u64;
+    }
+    event.path_len = (n - 1) as u32;
+    let size = (core::mem::size_of::<ExecEvent>() - PATH_CAP) as u64 + n;
+    event.header.size = size as u32;
+    emit_prefix(ctx, event, size)
+}
+
+/// The thread-group leader of a process exited: the process is gone.
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if pid_tgid >> 32 != pid_tgid & 0xffff_ffff {
+        return 0;
+    }
+    let event = ExitEvent {
+        header: header(EventKind::ProcessExit, core::mem::size_of::<ExitEvent>()),
     };
     finish(emit(&ctx, &event))
 }
