@@ -58,7 +58,7 @@ done
 
 # The agent prints every span on stdout (--console) so that it keeps them, as it would when
 # exporting; nothing is sent anywhere.
-target/release/telegen --console --record "$out" >/dev/null 2>"$dir/agent.log" &
+target/release/telegen --console --cloud-metadata off --record "$out" >/dev/null 2>"$dir/agent.log" &
 agent_pid=$!
 for _ in $(seq 200); do
     grep -q "attached tracepoints" "$dir/agent.log" && break

@@ -40,6 +40,8 @@ Options:
                             (allow and log what is outside the list) or kill
       --record FILE         also write every kernel record to FILE (at most 64 MiB),
                             for replay; it holds captured bytes: keep it private
+      --cloud-metadata URL  the cloud instance metadata service asked at start-up
+                            (default http://169.254.169.254), or off
   -h, --help                print this help
   -V, --version             print the version
 
@@ -60,6 +62,7 @@ pub(crate) struct Overrides {
     transport: Option<String>,
     seccomp: Option<String>,
     record: Option<String>,
+    cloud: Option<String>,
 }
 
 pub(crate) enum Parsed {
@@ -102,6 +105,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Par
             Arg::Long("transport") => o.transport = Some(value(&mut p, "--transport")?),
             Arg::Long("seccomp") => o.seccomp = Some(value(&mut p, "--seccomp")?),
             Arg::Long("record") => o.record = Some(value(&mut p, "--record")?),
+            Arg::Long("cloud-metadata") => o.cloud = Some(value(&mut p, "--cloud-metadata")?),
             Arg::Value(v) if first && v == "check" => o.check = true,
             Arg::Value(v) => {
                 return Err(Error::new(
@@ -153,6 +157,13 @@ impl Overrides {
         }
         if let Some(f) = self.record {
             c.record = Some(f.into());
+        }
+        if let Some(v) = self.cloud {
+            let timeout_ms = c
+                .cloud
+                .as_ref()
+                .map_or(crate::defaults::CLOUD_TIMEOUT_MS, |p| p.timeout_ms);
+            c.cloud = crate::CloudProbe::parse("--cloud-metadata", &v, timeout_ms)?;
         }
         if let Some(dir) = self.spool_dir {
             let spool = c.spool.get_or_insert(crate::Spool {

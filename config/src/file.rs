@@ -20,7 +20,16 @@ struct File {
     security: Option<SecurityFile>,
     kernel: Option<KernelFile>,
     dns: Option<DnsFile>,
+    discovery: Option<DiscoveryFile>,
     console: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscoveryFile {
+    /// `off`, or the metadata service's base URL.
+    cloud: Option<String>,
+    cloud_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -163,6 +172,27 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
     let key = |k: &str| format!("{name}: {k}");
     if let Some(v) = f.dns.and_then(|d| d.spans) {
         c.dns_spans = v;
+    }
+    if let Some(d) = f.discovery {
+        let timeout_ms = d
+            .cloud_timeout_ms
+            .or(c.cloud.as_ref().map(|p| p.timeout_ms))
+            .unwrap_or(defaults::CLOUD_TIMEOUT_MS);
+        if timeout_ms == 0 {
+            return Err(Error::new(
+                key("discovery.cloud_timeout_ms"),
+                "must be at least 1",
+            ));
+        }
+        let url = match (d.cloud, &c.cloud) {
+            (Some(v), _) => Some(v),
+            (None, Some(p)) => Some(p.endpoint.to_string()),
+            (None, None) => None,
+        };
+        c.cloud = match url {
+            Some(v) => crate::CloudProbe::parse(&key("discovery.cloud"), &v, timeout_ms)?,
+            None => None,
+        };
     }
     if let Some(v) = f.console {
         c.console = v;

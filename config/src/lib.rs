@@ -309,6 +309,38 @@ pub struct Config {
     pub seccomp: Seccomp,
     /// `--record FILE`: every kernel record is also written to FILE (benchmarks, bug reports).
     pub record: Option<std::path::PathBuf>,
+    /// The cloud metadata service probed at start-up; `None`: not probed.
+    pub cloud: Option<CloudProbe>,
+}
+
+/// Where and how long the cloud instance metadata service (AWS, GCP, Azure) is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudProbe {
+    /// Its base address (plain HTTP): `http://169.254.169.254` unless set.
+    pub endpoint: Endpoint,
+    /// How long each provider's probe may take, connection included.
+    pub timeout_ms: u64,
+}
+
+impl CloudProbe {
+    /// `off` (no probe) or a base URL, which must be plain `http`.
+    pub fn parse(source: &str, value: &str, timeout_ms: u64) -> Result<Option<Self>, Error> {
+        let value = value.trim();
+        if value == "off" {
+            return Ok(None);
+        }
+        let endpoint = crate::endpoint::parse_from(source, value)?;
+        if endpoint.scheme != Scheme::Http {
+            return Err(Error::new(
+                source,
+                format!("{value}: instance metadata services answer plain http, not https"),
+            ));
+        }
+        Ok(Some(Self {
+            endpoint,
+            timeout_ms,
+        }))
+    }
 }
 
 /// Defaults: one place for each.
@@ -337,6 +369,9 @@ pub mod defaults {
     pub const RETRY_MAX_MS: u64 = 30_000;
     pub const SPOOL_MAX_BYTES: u64 = 64 << 20;
     pub const USER: &str = "nobody";
+    /// The address AWS, GCP and Azure serve instance metadata at.
+    pub const CLOUD_ENDPOINT: &str = "http://169.254.169.254";
+    pub const CLOUD_TIMEOUT_MS: u64 = 2_000;
 }
 
 impl Default for Config {
@@ -390,6 +425,13 @@ impl Default for Config {
             seccomp: Seccomp::Off,
             record: None,
             sampler: Sampler::DEFAULT,
+            // The default parses: covered by a test.
+            cloud: Endpoint::parse(defaults::CLOUD_ENDPOINT)
+                .ok()
+                .map(|endpoint| CloudProbe {
+                    endpoint,
+                    timeout_ms: defaults::CLOUD_TIMEOUT_MS,
+                }),
         }
     }
 }

@@ -408,3 +408,44 @@ fn gzip_level_is_checked() {
     let e = run(&["-c", &f], &[]).unwrap_err();
     assert!(e.to_string().contains("otlp.gzip_level"), "{e}");
 }
+
+#[test]
+fn the_cloud_metadata_probe() {
+    let c = config(&[], &[]);
+    let p = c.cloud.expect("probed by default");
+    assert_eq!(
+        (p.endpoint.host.as_str(), p.endpoint.port),
+        ("169.254.169.254", 80)
+    );
+    assert_eq!(p.timeout_ms, 2_000);
+    assert_eq!(config(&["--cloud-metadata", "off"], &[]).cloud, None);
+    let c = config(&["--cloud-metadata", "http://127.0.0.1:8099"], &[]);
+    assert_eq!(c.cloud.unwrap().endpoint.authority(), "127.0.0.1:8099");
+    let e = run(&["--cloud-metadata", "https://169.254.169.254"], &[]).unwrap_err();
+    assert!(e.to_string().contains("plain http"), "{e}");
+    let f = write(
+        "cloud.toml",
+        "[discovery]\ncloud = \"http://127.0.0.1:9\"\ncloud_timeout_ms = 300\n",
+    );
+    let p = config(&["-c", &f], &[]).cloud.unwrap();
+    assert_eq!(
+        (p.endpoint.authority(), p.timeout_ms),
+        ("127.0.0.1:9".into(), 300)
+    );
+    // The flag keeps the file's timeout.
+    let p = config(&["-c", &f, "--cloud-metadata", "http://10.0.0.1"], &[])
+        .cloud
+        .unwrap();
+    assert_eq!(p.timeout_ms, 300);
+    let f = write("cloud-off.toml", "[discovery]\ncloud = \"off\"\n");
+    assert_eq!(config(&["-c", &f], &[]).cloud, None);
+    let f = write("cloud-0.toml", "[discovery]\ncloud_timeout_ms = 0\n");
+    let e = run(&["-c", &f], &[]).unwrap_err();
+    assert!(e.to_string().contains("discovery.cloud_timeout_ms"), "{e}");
+    let f = write(
+        "cloud-bad.toml",
+        "[discovery]\ncloud = \"169.254.169.254\"\n",
+    );
+    let e = run(&["-c", &f], &[]).unwrap_err();
+    assert!(e.to_string().contains("discovery.cloud"), "{e}");
+}

@@ -8,9 +8,11 @@
 //! The socket, TLS and the clock belong to `io`; this crate never names a file descriptor.
 
 pub mod client;
+pub mod cloud;
 pub mod codec;
 pub mod console;
 pub mod http;
+pub mod k8s;
 pub mod otlp;
 pub mod payload;
 pub mod retry;

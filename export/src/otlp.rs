@@ -101,56 +101,215 @@ impl MetricsCollector {
         &mut self.metrics[i]
     }
 
-    /// Splits the metrics into requests of at most `batch_size` data points each.
+    /// Splits the metrics into requests of at most `batch_size` data points each, all under
+    /// `resource`.
     pub fn into_requests(
         self,
         resource: &Resource,
         batch_size: usize,
     ) -> Vec<ExportMetricsServiceRequest> {
-        let batch_size = batch_size.max(1);
-        let mut requests = Vec::new();
-        let mut current: Vec<Metric> = Vec::new();
-        let mut in_current = 0;
+        batch(vec![(resource.clone(), self.metrics)], batch_size)
+    }
+
+    /// As [`MetricsCollector::into_requests`], with the points about a process under that
+    /// process's resource: a point with `process.pid` loses it to the resource
+    /// `process_resource(pid, name)` gives (`name`: the point's `process.executable.name`,
+    /// the kernel's task name), and that name becomes the point's `thread.name` (the task
+    /// that did the work; threads of a process keep their series apart). Points without a
+    /// process stay under `resource`. Resources come in the order their first point does.
+    pub fn into_requests_per_process(
+        self,
+        resource: &Resource,
+        batch_size: usize,
+        process_resource: &mut dyn FnMut(u32, &str) -> Resource,
+    ) -> Vec<ExportMetricsServiceRequest> {
+        // Group by process: None (the agent's), then each pid.
+        let mut groups: Vec<(Option<u32>, Vec<Metric>)> = vec![(None, Vec::new())];
+        let mut names: Vec<(u32, String)> = Vec::new();
         for m in self.metrics {
+            for (pid, part) in split_by_process(m, &mut names) {
+                let i = match groups.iter().position(|(p, _)| *p == pid) {
+                    Some(i) => i,
+                    None => {
+                        groups.push((pid, Vec::new()));
+                        groups.len() - 1
+                    }
+                };
+                groups[i].1.push(part);
+            }
+        }
+        let with_resources = groups
+            .into_iter()
+            .filter(|(_, ms)| !ms.is_empty())
+            .map(|(pid, ms)| match pid {
+                None => (resource.clone(), ms),
+                Some(pid) => {
+                    let name = names
+                        .iter()
+                        .find(|(p, _)| *p == pid)
+                        .map_or("", |(_, n)| n.as_str());
+                    (process_resource(pid, name), ms)
+                }
+            })
+            .collect();
+        batch(with_resources, batch_size)
+    }
+}
+
+/// Takes `process.pid` off a point's attributes and renames its `process.executable.name`
+/// to `thread.name`; the pid and that name.
+fn take_process(attrs: &mut Vec<KeyValue>) -> Option<(u32, String)> {
+    let at = attrs.iter().position(|a| a.key == "process.pid")?;
+    let pid = match attrs[at].value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::IntValue(p)) => u32::try_from(*p).ok()?,
+        _ => return None,
+    };
+    attrs.remove(at);
+    let mut name = String::new();
+    if let Some(a) = attrs
+        .iter_mut()
+        .find(|a| a.key == "process.executable.name")
+    {
+        a.key = "thread.name".to_string();
+        if let Some(any_value::Value::StringValue(n)) =
+            a.value.as_ref().and_then(|v| v.value.as_ref())
+        {
+            name = n.clone();
+        }
+    }
+    Some((pid, name))
+}
+
+/// One metric cut into one metric per process its points are about (`None`: no process).
+/// The first name seen of each pid goes into `names`.
+fn split_by_process(mut m: Metric, names: &mut Vec<(u32, String)>) -> Vec<(Option<u32>, Metric)> {
+    fn part<P>(
+        points: Vec<P>,
+        attrs: impl Fn(&mut P) -> &mut Vec<KeyValue>,
+        names: &mut Vec<(u32, String)>,
+    ) -> Vec<(Option<u32>, Vec<P>)> {
+        let mut out: Vec<(Option<u32>, Vec<P>)> = Vec::new();
+        for mut p in points {
+            let pid = take_process(attrs(&mut p)).map(|(pid, name)| {
+                if !names.iter().any(|(q, _)| *q == pid) {
+                    names.push((pid, name));
+                }
+                pid
+            });
+            match out.iter_mut().find(|(q, _)| *q == pid) {
+                Some((_, ps)) => ps.push(p),
+                None => out.push((pid, vec![p])),
+            }
+        }
+        out
+    }
+    let data = m.data.take();
+    let shell = |data| Metric {
+        name: m.name.clone(),
+        description: m.description.clone(),
+        unit: m.unit.clone(),
+        data: Some(data),
+        ..Default::default()
+    };
+    match data {
+        Some(metric::Data::Sum(mut s)) => part(
+            std::mem::take(&mut s.data_points),
+            |p| &mut p.attributes,
+            names,
+        )
+        .into_iter()
+        .map(|(pid, ps)| {
+            let data = metric::Data::Sum(Sum {
+                data_points: ps,
+                aggregation_temporality: s.aggregation_temporality,
+                is_monotonic: s.is_monotonic,
+            });
+            (pid, shell(data))
+        })
+        .collect(),
+        Some(metric::Data::Gauge(g)) => part(g.data_points, |p| &mut p.attributes, names)
+            .into_iter()
+            .map(|(pid, ps)| (pid, shell(metric::Data::Gauge(Gauge { data_points: ps }))))
+            .collect(),
+        Some(metric::Data::Histogram(mut h)) => part(
+            std::mem::take(&mut h.data_points),
+            |p| &mut p.attributes,
+            names,
+        )
+        .into_iter()
+        .map(|(pid, ps)| {
+            let data = metric::Data::Histogram(OtlpHistogram {
+                data_points: ps,
+                aggregation_temporality: h.aggregation_temporality,
+            });
+            (pid, shell(data))
+        })
+        .collect(),
+        // Kinds the collector never builds: kept as they are.
+        other => {
+            m.data = other;
+            vec![(None, m)]
+        }
+    }
+}
+
+/// Requests of at most `batch_size` data points each, holding each resource's metrics in
+/// order (a resource's metrics may span requests; a request may hold several resources).
+fn batch(
+    groups: Vec<(Resource, Vec<Metric>)>,
+    batch_size: usize,
+) -> Vec<ExportMetricsServiceRequest> {
+    let batch_size = batch_size.max(1);
+    let mut requests = Vec::new();
+    let mut current: Vec<ResourceMetrics> = Vec::new();
+    let mut in_current = 0;
+    for (resource, metrics) in groups {
+        let mut mine: Vec<Metric> = Vec::new();
+        for m in metrics {
             let mut rest = Some(m);
             while let Some(mut m) = rest.take() {
                 let room = batch_size - in_current;
-                let n = point_count(&m);
-                if n > room {
+                if point_count(&m) > room {
                     rest = Some(split_metric(&mut m, room));
                 }
                 in_current += point_count(&m);
                 if point_count(&m) > 0 {
-                    current.push(m);
+                    mine.push(m);
                 }
                 if in_current == batch_size {
-                    requests.push(request(resource, std::mem::take(&mut current)));
+                    current.push(resource_metrics(&resource, std::mem::take(&mut mine)));
+                    requests.push(ExportMetricsServiceRequest {
+                        resource_metrics: std::mem::take(&mut current),
+                    });
                     in_current = 0;
                 }
             }
         }
-        if !current.is_empty() {
-            requests.push(request(resource, current));
+        if !mine.is_empty() {
+            current.push(resource_metrics(&resource, mine));
         }
-        requests
     }
+    if !current.is_empty() {
+        requests.push(ExportMetricsServiceRequest {
+            resource_metrics: current,
+        });
+    }
+    requests
 }
 
-fn request(resource: &Resource, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(resource.clone()),
-            scope_metrics: vec![ScopeMetrics {
-                scope: Some(InstrumentationScope {
-                    name: SCOPE_NAME.to_string(),
-                    version: env!("CARGO_PKG_VERSION").to_string(),
-                    ..Default::default()
-                }),
-                metrics,
+fn resource_metrics(resource: &Resource, metrics: Vec<Metric>) -> ResourceMetrics {
+    ResourceMetrics {
+        resource: Some(resource.clone()),
+        scope_metrics: vec![ScopeMetrics {
+            scope: Some(InstrumentationScope {
+                name: SCOPE_NAME.to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
                 ..Default::default()
-            }],
+            }),
+            metrics,
             ..Default::default()
         }],
+        ..Default::default()
     }
 }
 
@@ -224,6 +383,80 @@ mod tests {
         kind: Kind::Histogram,
     };
     static B: [f64; 2] = [1.0, 2.0];
+
+    #[test]
+    fn points_about_a_process_go_under_its_resource() {
+        let mut c = MetricsCollector::new(10, 20);
+        let about = |pid: i64, name: &'static str| {
+            [
+                Attr::str("server.port", "80"),
+                Attr::int("process.pid", pid),
+                Attr::str("process.executable.name", name),
+            ]
+        };
+        c.counter(&C, &about(7, "nginx"), 1);
+        c.counter(&C, &[Attr::str("reason", "x")], 2); // the agent's own
+        c.counter(&C, &about(9, "isc-net-0000"), 3);
+        c.counter(&C, &about(9, "isc-net-0001"), 4); // another thread of 9
+        let mut h = Histogram::new(&B);
+        h.record(1.5);
+        c.histogram(&H, &about(7, "nginx"), &h);
+        let agent = resource(&[("service.name".into(), "telegen".into())]);
+        let mut asked = Vec::new();
+        let reqs = c.into_requests_per_process(&agent, 3, &mut |pid, name| {
+            asked.push((pid, name.to_string()));
+            resource(&[("process.pid".into(), pid.to_string())])
+        });
+        assert_eq!(asked, [(7, "nginx".into()), (9, "isc-net-0000".into())]);
+        let rms: Vec<&ResourceMetrics> = reqs.iter().flat_map(|r| &r.resource_metrics).collect();
+        // 5 points in batches of 3: the agent's group and 7's, then 9's.
+        assert_eq!(reqs.len(), 2);
+        let pid_of =
+            |rm: &ResourceMetrics| rm.resource.as_ref().unwrap().attributes[0].value.clone();
+        assert_eq!(rms.len(), 3);
+        assert_eq!(pid_of(rms[0]), agent.attributes[0].value);
+        let keys = |rm: &ResourceMetrics| -> Vec<Vec<String>> {
+            let mut out = Vec::new();
+            for m in &rm.scope_metrics[0].metrics {
+                match &m.data {
+                    Some(metric::Data::Sum(s)) => out.extend(
+                        s.data_points
+                            .iter()
+                            .map(|p| p.attributes.iter().map(|a| a.key.clone()).collect()),
+                    ),
+                    Some(metric::Data::Histogram(h)) => out.extend(
+                        h.data_points
+                            .iter()
+                            .map(|p| p.attributes.iter().map(|a| a.key.clone()).collect()),
+                    ),
+                    _ => {}
+                }
+            }
+            out
+        };
+        assert_eq!(keys(rms[0]), [["reason"]]);
+        assert_eq!(keys(rms[1]), [["server.port", "thread.name"]; 2]);
+        assert_eq!(
+            keys(rms[2]).len(),
+            2,
+            "both of 9's threads keep their series"
+        );
+        // One point per request: 9's two points are split, still under 9's resource.
+        let mut c = MetricsCollector::new(10, 20);
+        c.counter(&C, &about(9, "a"), 1);
+        c.counter(&C, &about(9, "b"), 1);
+        let reqs = c.into_requests_per_process(&agent, 1, &mut |pid, _| {
+            resource(&[("process.pid".into(), pid.to_string())])
+        });
+        assert_eq!(reqs.len(), 2);
+        for r in &reqs {
+            assert_eq!(r.resource_metrics.len(), 1);
+            assert_eq!(
+                keys(&r.resource_metrics[0]),
+                [["server.port", "thread.name"]]
+            );
+        }
+    }
 
     #[test]
     fn builds_cumulative_points_and_splits_batches() {

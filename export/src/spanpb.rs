@@ -169,6 +169,8 @@ pub struct ProcessAttrs {
     /// `process.runtime.name` (`go`, `cpython`, `java`, `nodejs`) and, when known,
     /// `process.runtime.version`.
     pub runtime: Option<(&'static str, Option<String>)>,
+    /// The Kubernetes pod of its container, when the API server named it.
+    pub pod: Option<std::sync::Arc<crate::k8s::Pod>>,
 }
 
 /// A resource attribute's value.
@@ -178,19 +180,22 @@ pub enum Val<'a> {
 }
 
 /// The attributes a process adds to the agent's resource (whose `service.name` it
-/// replaces), in the order both span writers use: `service.name` (its own, else its
-/// executable's name), `process.pid`, `process.parent_pid`, `process.executable.name`,
-/// `process.executable.path`, `process.command`, `process.owner`, `process.runtime.name`
-/// and `.version`, then its container's.
+/// replaces), in the order both span writers use: `service.name` (its own, else its pod's
+/// workload's name, else its executable's name), `process.pid`, `process.parent_pid`,
+/// `process.executable.name`, `process.executable.path`, `process.command`,
+/// `process.owner`, `process.runtime.name` and `.version`, then its container's, then its
+/// pod's (`k8s.*`).
 pub fn process_attributes<'a>(
     p: &'a Process,
     attrs: Option<&'a ProcessAttrs>,
-) -> impl Iterator<Item = (&'static str, Val<'a>)> {
+) -> impl Iterator<Item = (&'a str, Val<'a>)> {
     let comm = attrs
         .and_then(|a| a.executable_name.as_deref())
         .unwrap_or(comm_str(&p.comm));
+    let pod = attrs.and_then(|a| a.pod.as_deref());
     let service = attrs
         .and_then(|a| a.service_name.as_deref())
+        .or_else(|| pod.and_then(|p| p.workload_name()))
         .unwrap_or(comm);
     let c = attrs.and_then(|a| a.container.as_ref());
     let ppid = attrs.and_then(|a| a.parent_pid);
@@ -217,6 +222,28 @@ pub fn process_attributes<'a>(
     ]
     .into_iter()
     .flatten()
+    .chain(
+        pod.into_iter()
+            .flat_map(|p| p.attributes().map(|(k, v)| (k, Val::Str(v)))),
+    )
+}
+
+/// The resource of a process: the agent's `resource` without its `service.name`, then the
+/// process's attributes ([`process_attributes`]).
+pub fn process_resource(
+    resource: &Resource,
+    p: &Process,
+    attrs: Option<&ProcessAttrs>,
+) -> Resource {
+    let mut res = resource.clone();
+    res.attributes.retain(|kv| kv.key != "service.name");
+    for (k, v) in process_attributes(p, attrs) {
+        res.attributes.push(match v {
+            Val::Str(v) => crate::otlp::kv_str(k, v),
+            Val::Int(v) => crate::traces::kv_int(k, v),
+        });
+    }
+    res
 }
 
 /// Protobuf bodies for `spans`: at most `batch_size` spans a request, a request's plain

@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 use prost::Message;
 use telegen_core::http::{Protocol, Span};
 
-fn kv_int(key: &str, v: i64) -> KeyValue {
+pub(crate) fn kv_int(key: &str, v: i64) -> KeyValue {
     KeyValue {
         key: key.to_string(),
         value: Some(AnyValue {
@@ -137,15 +137,8 @@ pub fn requests(
         let i = match pids.iter().position(|p| *p == pid) {
             Some(i) => i,
             None => {
-                let mut res = resource.clone();
-                res.attributes.retain(|kv| kv.key != "service.name");
                 let attrs = procs.iter().find(|(p, _)| *p == pid).map(|(_, a)| a);
-                for (k, v) in crate::spanpb::process_attributes(&s.process, attrs) {
-                    res.attributes.push(match v {
-                        crate::spanpb::Val::Str(v) => kv_str(k, v),
-                        crate::spanpb::Val::Int(v) => kv_int(k, v),
-                    });
-                }
+                let res = crate::spanpb::process_resource(resource, &s.process, attrs);
                 current.resource_spans.push(ResourceSpans {
                     resource: Some(res),
                     scope_spans: vec![ScopeSpans {

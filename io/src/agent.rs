@@ -35,6 +35,8 @@ const EVENTS_BASE: Token = Token(16);
 const SIGNALS: Token = Token(1);
 const METRICS_EXPORT: Token = Token(2);
 const TRACES_EXPORT: Token = Token(3);
+/// The cloud metadata probes: this token and the two after it.
+const CLOUD: Token = Token(8);
 
 /// How long the agent may take to deliver what is pending after SIGTERM.
 pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(4);
@@ -62,6 +64,8 @@ pub struct Agent {
     recorder: Option<crate::recorder::Recorder>,
     /// The containers of the processes spans come from.
     procs: crate::processes::Processes,
+    /// The cloud metadata probes, until they end.
+    cloud: Option<crate::cloud::Cloud>,
 }
 
 impl Agent {
@@ -204,6 +208,7 @@ impl Agent {
             start_unix_ns: unix_ns(),
             recorder,
             procs,
+            cloud: None,
         })
     }
 
@@ -250,9 +255,18 @@ impl Agent {
         let mut next_spans = Instant::now() + span_interval;
         let mut next_drain = Instant::now() + DRAIN_INTERVAL;
         let mut shutdown_by: Option<Instant> = None;
+        if let Some(probe) = &self.config.cloud {
+            match crate::cloud::Cloud::start(probe, &self.poll, CLOUD, Instant::now()) {
+                Ok(c) => self.cloud = Some(c),
+                Err(e) => log::warn!("cloud metadata: {e}; not asked"),
+            }
+        }
         loop {
             let now = Instant::now();
             let mut wake = next_export.min(next_drain).min(next_spans);
+            if let Some(c) = &self.cloud {
+                wake = wake.min(c.deadline());
+            }
             for c in [&self.metrics, &self.traces].into_iter().flatten() {
                 if let Some(d) = c.wake_at(now) {
                     wake = wake.min(d);
@@ -303,12 +317,21 @@ impl Agent {
                             c.on_ready(&self.poll, now, &mut self.counters);
                         }
                     }
+                    t if self.cloud.as_ref().is_some_and(|c| c.owns(t)) => {
+                        let outcome = self.cloud.as_mut().and_then(|c| c.on_ready(&self.poll, t));
+                        self.on_cloud(outcome);
+                    }
                     _ => {}
                 }
             }
             for c in [&mut self.metrics, &mut self.traces].into_iter().flatten() {
                 c.on_timer(&self.poll, now, &mut self.counters);
             }
+            let outcome = self
+                .cloud
+                .as_mut()
+                .and_then(|c| c.on_timer(&self.poll, now));
+            self.on_cloud(outcome);
             if let Some(by) = shutdown_by {
                 let done = [&self.metrics, &self.traces]
                     .into_iter()
@@ -347,6 +370,43 @@ impl Agent {
                 if next_export < now {
                     next_export = now + interval;
                 }
+            }
+        }
+    }
+
+    /// The cloud probes ended: what they found joins the resource.
+    fn on_cloud(&mut self, outcome: Option<crate::cloud::Outcome>) {
+        use crate::cloud::Outcome;
+        let Some(outcome) = outcome else {
+            return;
+        };
+        self.cloud = None;
+        match outcome {
+            Outcome::Found(provider, attrs) => {
+                let get = |k: &str| {
+                    attrs
+                        .iter()
+                        .find(|(key, _)| key == k)
+                        .map_or("", |(_, v)| v.as_str())
+                };
+                log::info!(
+                    "cloud: {} {} in {}",
+                    provider.name(),
+                    get("host.id"),
+                    get("cloud.region")
+                );
+                self.resource = resource::build_with(&self.config, &attrs);
+            }
+            Outcome::Malformed(provider, why) => log::warn!(
+                "cloud metadata: {} answered, but not as documented ({why}); no cloud attributes",
+                provider.name()
+            ),
+            Outcome::NotFound(why) => {
+                let why: Vec<String> = why
+                    .iter()
+                    .map(|(p, w)| format!("{}: {w}", p.name()))
+                    .collect();
+                log::debug!("no cloud metadata service ({})", why.join("; "));
             }
         }
     }
@@ -468,7 +528,20 @@ impl Agent {
         if let Some(t) = &self.traces {
             t.report(&mut collector);
         }
-        let reqs = collector.into_requests(&self.resource, self.config.metrics.batch_size);
+        // Each process's points under its own resource, read as its spans' are.
+        let (procs, counters, agent) = (&mut self.procs, &mut self.counters, &self.resource);
+        let reqs = collector.into_requests_per_process(
+            agent,
+            self.config.metrics.batch_size,
+            &mut |pid, name| {
+                procs.learn_pid(pid, now, counters);
+                let mut comm = [0u8; 16];
+                let n = name.len().min(15);
+                comm[..n].copy_from_slice(&name.as_bytes()[..n]);
+                let p = Process { pid, comm };
+                telegen_export::spanpb::process_resource(agent, &p, procs.get(pid))
+            },
+        );
         let out = Out {
             encoder: &mut self.encoder,
             max: self.config.otlp.max_body_bytes,

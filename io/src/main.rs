@@ -3,6 +3,8 @@
 
 mod agent;
 mod check;
+mod cloud;
+mod fetch;
 mod kernel;
 mod logger;
 mod privileges;

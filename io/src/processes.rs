@@ -31,7 +31,6 @@ use telegen_core::cgroup;
 use telegen_core::http::Span;
 use telegen_core::runtime::{self, Runtime};
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
-use telegen_core::tcp::Process;
 use telegen_export::spanpb::ProcessAttrs;
 
 /// Processes remembered at once.
@@ -296,26 +295,38 @@ impl Processes {
         counters: &mut AgentCounters,
     ) {
         for s in spans {
-            let p: &Process = &s.process;
-            let fresh = self
-                .known
-                .get(&p.pid)
-                .and_then(|e| e.read.as_ref())
-                .is_some_and(|(at, _)| now.saturating_duration_since(*at) < REFRESH);
-            if fresh {
-                continue;
-            }
-            if !self.known.contains_key(&p.pid) && self.known.len() >= CAPACITY {
-                self.sweep();
-                if self.known.len() >= CAPACITY {
-                    counters.drop(DropReason::ProcessTableFull, 1);
-                    continue;
-                }
-            }
-            let entry = self.known.entry(p.pid).or_default();
-            let attrs = read_process(p.pid, entry.exec_path.as_deref());
-            entry.read = Some((now, attrs));
+            self.learn_pid(s.process.pid, now, counters);
         }
+    }
+
+    /// Reads what is not known (or no longer trusted) of process `pid`. A process that is
+    /// gone and was never in the table is not added (metric series outlive processes).
+    pub fn learn_pid(&mut self, pid: u32, now: Instant, counters: &mut AgentCounters) {
+        let known = self.known.get(&pid);
+        let fresh = known
+            .and_then(|e| e.read.as_ref())
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) < REFRESH);
+        if fresh || (known.is_none() && !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            return;
+        }
+        if known.is_none() && self.known.len() >= CAPACITY {
+            self.sweep();
+            if self.known.len() >= CAPACITY {
+                counters.drop(DropReason::ProcessTableFull, 1);
+                return;
+            }
+        }
+        let entry = self.known.entry(pid).or_default();
+        let attrs = read_process(pid, entry.exec_path.as_deref());
+        entry.read = Some((now, attrs));
+    }
+
+    /// What is known of process `pid`.
+    pub fn get(&self, pid: u32) -> Option<&ProcessAttrs> {
+        self.known
+            .get(&pid)
+            .and_then(|e| e.read.as_ref())
+            .map(|(_, a)| a)
     }
 
     /// Puts in `out` what is known of each process of `spans`.
@@ -381,6 +392,8 @@ fn read_process(pid: u32, exec_path: Option<&str>) -> ProcessAttrs {
         executable_name,
         executable_path,
         runtime,
+        // Filled in at export, from the Kubernetes pod cache.
+        pod: None,
     }
 }
 

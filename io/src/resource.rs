@@ -8,6 +8,12 @@ use telegen_export::otlp;
 /// Builds the resource: detected attributes, then `OTEL_RESOURCE_ATTRIBUTES` (which may
 /// override them), then `service.name` from `OTEL_SERVICE_NAME`/config, which wins.
 pub fn build(config: &Config) -> Resource {
+    build_with(config, &[])
+}
+
+/// As [`build`], with `found` (the cloud's attributes) over the detected ones and under
+/// `OTEL_RESOURCE_ATTRIBUTES`.
+pub fn build_with(config: &Config, found: &[(String, String)]) -> Resource {
     let (node, release) = procfs::uname();
     let os_release = std::fs::read_to_string("/etc/os-release")
         .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
@@ -42,6 +48,9 @@ pub fn build(config: &Config) -> Resource {
         Some(slot) => slot.1 = v.to_string(),
         None => attrs.push((k.to_string(), v.to_string())),
     };
+    for (k, v) in found {
+        set(k, v);
+    }
     for (k, v) in &config.resource_attributes {
         set(k, v);
     }

@@ -114,8 +114,23 @@ fn tcp_connections_reach_an_otlp_backend_through(transport: &str) {
         );
     }
 
+    // The server's points carry its process's resource: its own service name and process,
+    // with everything the agent's resource says of the host.
     let res = &server_side.resource;
-    assert_eq!(attr(res, "service.name"), Some("edge-node-test"));
+    assert_eq!(attr(res, "service.name"), Some("python3"));
+    assert_eq!(attr(res, "process.pid"), Some(server_pid.as_str()));
+    assert!(attr(&server_side.attrs, "thread.name").is_some());
+    assert!(
+        server_side.raw["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["key"] != "process.pid"),
+        "the pid is the resource's, not the point's"
+    );
+    let agent_res = &points(&requests, "telegen.agent.events")[0].resource;
+    assert_eq!(attr(agent_res, "service.name"), Some("edge-node-test"));
+    assert_eq!(attr(agent_res, "process.pid"), None);
     assert_eq!(attr(res, "deployment.environment"), Some("ci"));
     assert_eq!(attr(res, "telemetry.sdk.name"), Some("telegen"));
     assert_eq!(attr(res, "os.type"), Some("linux"));

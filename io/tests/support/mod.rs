@@ -149,12 +149,16 @@ pub fn start_agent(args: &[&str], env: &[(&str, &str)]) -> Proc {
 ///
 /// Unless `args` choose otherwise, the agent runs with `--seccomp kill`: every test then also
 /// proves that the steady state makes no system call outside the filter's list (the agent
-/// would die of SIGSYS and the test see it).
+/// would die of SIGSYS and the test see it); and with `--cloud-metadata off`.
 pub fn start_agent_to(args: &[&str], env: &[(&str, &str)], stdout: Stdio) -> Proc {
     let mut cmd = Command::new(AGENT);
     cmd.args(args).stdout(stdout).stderr(Stdio::piped());
     if !args.contains(&"--seccomp") {
         cmd.args(["--seccomp", "kill"]);
+    }
+    // Nothing leaves loopback: the cloud metadata address is asked only where a test says.
+    if !args.contains(&"--cloud-metadata") {
+        cmd.args(["--cloud-metadata", "off"]);
     }
     for (k, v) in env {
         cmd.env(k, v);
@@ -224,7 +228,8 @@ pub fn attr<'a>(a: &'a [(String, String)], key: &str) -> Option<&'a str> {
     a.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-/// One data point of a metric, as received: its resource, attributes and value.
+/// One data point of a metric, as received: its resource, attributes (with its resource's
+/// `process.*` ones) and value.
 #[derive(Debug, Clone)]
 pub struct Point {
     pub resource: Vec<(String, String)>,
@@ -267,9 +272,18 @@ pub fn points(requests: &[Value], name: &str) -> Vec<Point> {
                         } else {
                             as_u64(&dp["asInt"])
                         };
+                        // A process's points carry its pid and name on their resource:
+                        // filters see them as the point's own.
+                        let mut a = attrs(dp);
+                        a.extend(
+                            resource
+                                .iter()
+                                .filter(|(k, _)| k.starts_with("process."))
+                                .cloned(),
+                        );
                         out.push(Point {
                             resource: resource.clone(),
-                            attrs: attrs(dp),
+                            attrs: a,
                             time: as_u64(&dp["timeUnixNano"]),
                             value,
                             raw: dp.clone(),
