@@ -21,7 +21,20 @@ struct File {
     kernel: Option<KernelFile>,
     dns: Option<DnsFile>,
     discovery: Option<DiscoveryFile>,
+    kubernetes: Option<KubernetesFile>,
     console: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KubernetesFile {
+    /// `auto`, `off`, or the API server's https URL.
+    api: Option<String>,
+    token_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    node_name: Option<String>,
+    refresh_ms: Option<u64>,
+    max_pods: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +185,49 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
     let key = |k: &str| format!("{name}: {k}");
     if let Some(v) = f.dns.and_then(|d| d.spans) {
         c.dns_spans = v;
+    }
+    if let Some(k) = f.kubernetes {
+        let kc = &mut c.kubernetes;
+        if let Some(v) = k.api {
+            kc.api = match v.trim() {
+                "auto" => crate::KubeApi::Auto,
+                "off" => crate::KubeApi::Off,
+                url => {
+                    let e = parse_from(&key("kubernetes.api"), url)?;
+                    if e.scheme != crate::Scheme::Https {
+                        return Err(Error::new(
+                            key("kubernetes.api"),
+                            format!("{url}: the API server is asked over https only"),
+                        ));
+                    }
+                    crate::KubeApi::Url(e)
+                }
+            };
+        }
+        if let Some(v) = k.token_file {
+            kc.token_file = v;
+        }
+        if let Some(v) = k.ca_file {
+            kc.ca_file = v;
+        }
+        if let Some(v) = k.node_name.filter(|n| !n.trim().is_empty()) {
+            kc.node_name = Some(v.trim().to_string());
+        }
+        if let Some(v) = k.refresh_ms {
+            if v < 1000 {
+                return Err(Error::new(
+                    key("kubernetes.refresh_ms"),
+                    "must be at least 1000",
+                ));
+            }
+            kc.refresh_ms = v;
+        }
+        if let Some(v) = k.max_pods {
+            if v == 0 {
+                return Err(Error::new(key("kubernetes.max_pods"), "must be at least 1"));
+            }
+            kc.max_pods = v;
+        }
     }
     if let Some(d) = f.discovery {
         let timeout_ms = d

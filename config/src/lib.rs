@@ -311,6 +311,46 @@ pub struct Config {
     pub record: Option<std::path::PathBuf>,
     /// The cloud metadata service probed at start-up; `None`: not probed.
     pub cloud: Option<CloudProbe>,
+    /// The Kubernetes API server asked for the pods of this node.
+    pub kubernetes: Kubernetes,
+}
+
+/// Which API server, if any, names the pods of the node's containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubeApi {
+    /// In a pod with a service account: `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`.
+    Auto,
+    Off,
+    Url(Endpoint),
+}
+
+/// `[kubernetes]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kubernetes {
+    pub api: KubeApi,
+    /// The service account's bearer token (read again at each refresh: it rotates).
+    pub token_file: PathBuf,
+    /// The CA that signed the API server's certificate (the only one trusted).
+    pub ca_file: PathBuf,
+    /// The node whose pods are asked for; `None`: `$K8S_NODE_NAME`, else `$NODE_NAME`, else
+    /// the host name.
+    pub node_name: Option<String>,
+    pub refresh_ms: u64,
+    /// Pods kept; more are counted as `pod_table_full`.
+    pub max_pods: usize,
+}
+
+impl Default for Kubernetes {
+    fn default() -> Self {
+        Self {
+            api: KubeApi::Auto,
+            token_file: defaults::KUBE_TOKEN_FILE.into(),
+            ca_file: defaults::KUBE_CA_FILE.into(),
+            node_name: None,
+            refresh_ms: defaults::KUBE_REFRESH_MS,
+            max_pods: defaults::KUBE_MAX_PODS,
+        }
+    }
 }
 
 /// Where and how long the cloud instance metadata service (AWS, GCP, Azure) is asked.
@@ -372,6 +412,10 @@ pub mod defaults {
     /// The address AWS, GCP and Azure serve instance metadata at.
     pub const CLOUD_ENDPOINT: &str = "http://169.254.169.254";
     pub const CLOUD_TIMEOUT_MS: u64 = 2_000;
+    pub const KUBE_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+    pub const KUBE_CA_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+    pub const KUBE_REFRESH_MS: u64 = 60_000;
+    pub const KUBE_MAX_PODS: usize = 256;
 }
 
 impl Default for Config {
@@ -432,6 +476,7 @@ impl Default for Config {
                     endpoint,
                     timeout_ms: defaults::CLOUD_TIMEOUT_MS,
                 }),
+            kubernetes: Kubernetes::default(),
         }
     }
 }

@@ -449,3 +449,35 @@ fn the_cloud_metadata_probe() {
     let e = run(&["-c", &f], &[]).unwrap_err();
     assert!(e.to_string().contains("discovery.cloud"), "{e}");
 }
+
+#[test]
+fn the_kubernetes_api() {
+    let k = config(&[], &[]).kubernetes;
+    assert_eq!(k.api, KubeApi::Auto);
+    assert_eq!(k.max_pods, 256);
+    assert!(k.token_file.ends_with("serviceaccount/token"));
+    let f = write(
+        "kube.toml",
+        "[kubernetes]\napi = \"https://127.0.0.1:6443\"\nnode_name = \"edge-1\"\n\
+         token_file = \"/tmp/t\"\nca_file = \"/tmp/ca.pem\"\nrefresh_ms = 5000\nmax_pods = 8\n",
+    );
+    let k = config(&["-c", &f], &[]).kubernetes;
+    let KubeApi::Url(e) = &k.api else {
+        panic!("{:?}", k.api)
+    };
+    assert_eq!((e.host.as_str(), e.port), ("127.0.0.1", 6443));
+    assert_eq!(k.node_name.as_deref(), Some("edge-1"));
+    assert_eq!((k.refresh_ms, k.max_pods), (5000, 8));
+    let f = write("kube-off.toml", "[kubernetes]\napi = \"off\"\n");
+    assert_eq!(config(&["-c", &f], &[]).kubernetes.api, KubeApi::Off);
+    for (text, what) in [
+        ("api = \"http://10.0.0.1\"", "https only"),
+        ("refresh_ms = 10", "kubernetes.refresh_ms"),
+        ("max_pods = 0", "kubernetes.max_pods"),
+        ("apiserver = \"x\"", "apiserver"),
+    ] {
+        let f = write("kube-bad.toml", &format!("[kubernetes]\n{text}\n"));
+        let e = run(&["-c", &f], &[]).unwrap_err();
+        assert!(e.to_string().contains(what), "{text}: {e}");
+    }
+}

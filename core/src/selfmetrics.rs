@@ -65,10 +65,13 @@ pub enum DropReason {
     /// A process the process table had no room for: its spans carry no process attributes
     /// beyond its pid and name.
     ProcessTableFull,
+    /// A pod beyond `kubernetes.max_pods` in a listing of the node's pods (counted at each
+    /// listing): its processes carry no pod name.
+    PodTableFull,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 21] = [
         Self::KernelRingFull,
         Self::KernelReadFailed,
         Self::KernelPendingFull,
@@ -89,6 +92,7 @@ impl DropReason {
         Self::DbPipelineFull,
         Self::ProtocolDesync,
         Self::ProcessTableFull,
+        Self::PodTableFull,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -113,6 +117,7 @@ impl DropReason {
             Self::DbPipelineFull => "db_pipeline_full",
             Self::ProtocolDesync => "protocol_desync",
             Self::ProcessTableFull => "process_table_full",
+            Self::PodTableFull => "pod_table_full",
         }
     }
 

@@ -93,6 +93,9 @@ def pod(d):
     c = spec["containers"][0]
     return {
         "hostPID": spec.get("hostPID"),
+        "serviceAccountName": spec.get("serviceAccountName"),
+        # The downward API variables the agent reads for its own pod.
+        "downward": sorted(e["name"] for e in c.get("env", []) if "valueFrom" in e),
         "tolerations": spec.get("tolerations"),
         "args": c.get("args"),
         "securityContext": c["securityContext"],

@@ -114,14 +114,13 @@ impl SpanWriter {
             };
             // Resource: the agent's attributes but its service.name, then this process's.
             self.resource.clear();
-            for kv in resource
-                .attributes
-                .iter()
-                .filter(|kv| kv.key != "service.name")
-            {
+            let attrs = self.procs.iter().find(|(p, _)| *p == pid).map(|(_, a)| a);
+            for kv in resource.attributes.iter().filter(|kv| {
+                !agents_own(&kv.key)
+                    && !process_attributes(&first.process, attrs).any(|(k, _)| k == kv.key)
+            }) {
                 prost::encoding::message::encode(1, kv, &mut self.resource);
             }
-            let attrs = self.procs.iter().find(|(p, _)| *p == pid).map(|(_, a)| a);
             for (k, v) in process_attributes(&first.process, attrs) {
                 match v {
                     Val::Str(v) => kv_str(&mut self.resource, 1, k, v),
@@ -228,15 +227,28 @@ pub fn process_attributes<'a>(
     )
 }
 
-/// The resource of a process: the agent's `resource` without its `service.name`, then the
-/// process's attributes ([`process_attributes`]).
+/// Attributes of the agent's resource that describe the agent itself, not the host: a
+/// process's resource leaves them out (its own `service.name`, pod and container replace
+/// them, or are absent).
+pub fn agents_own(key: &str) -> bool {
+    key == "service.name"
+        || key == "k8s.namespace.name"
+        || key.starts_with("k8s.pod.")
+        || key.starts_with("container.")
+}
+
+/// The resource of a process: the agent's `resource` without what describes the agent
+/// itself ([`agents_own`]) or what the process says otherwise, then the process's
+/// attributes ([`process_attributes`]).
 pub fn process_resource(
     resource: &Resource,
     p: &Process,
     attrs: Option<&ProcessAttrs>,
 ) -> Resource {
     let mut res = resource.clone();
-    res.attributes.retain(|kv| kv.key != "service.name");
+    res.attributes.retain(|kv| {
+        !agents_own(&kv.key) && !process_attributes(p, attrs).any(|(k, _)| k == kv.key)
+    });
     for (k, v) in process_attributes(p, attrs) {
         res.attributes.push(match v {
             Val::Str(v) => crate::otlp::kv_str(k, v),

@@ -37,6 +37,8 @@ const METRICS_EXPORT: Token = Token(2);
 const TRACES_EXPORT: Token = Token(3);
 /// The cloud metadata probes: this token and the two after it.
 const CLOUD: Token = Token(8);
+/// The Kubernetes API client's request.
+const KUBE: Token = Token(11);
 
 /// How long the agent may take to deliver what is pending after SIGTERM.
 pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(4);
@@ -66,6 +68,8 @@ pub struct Agent {
     procs: crate::processes::Processes,
     /// The cloud metadata probes, until they end.
     cloud: Option<crate::cloud::Cloud>,
+    /// The pods of this node, when in a Kubernetes cluster.
+    kube: Option<crate::kube::Kube>,
 }
 
 impl Agent {
@@ -162,6 +166,14 @@ impl Agent {
             log::warn!("metrics export is disabled and --console is off: nothing will be reported");
         }
         let resource = resource::build(&config);
+        // The token and CA are read now, while the agent may.
+        let kube = match crate::kube::Kube::new(&config.kubernetes, KUBE, Instant::now()) {
+            Ok(k) => k,
+            Err(e) => {
+                log::warn!("Kubernetes: {e}; processes get no pod names");
+                None
+            }
+        };
         let mut procs = crate::processes::Processes::default();
         if capture {
             // While every process's /proc/PID/exe may still be read.
@@ -209,6 +221,7 @@ impl Agent {
             recorder,
             procs,
             cloud: None,
+            kube,
         })
     }
 
@@ -267,6 +280,9 @@ impl Agent {
             if let Some(c) = &self.cloud {
                 wake = wake.min(c.deadline());
             }
+            if let Some(k) = &self.kube {
+                wake = wake.min(k.wake_at());
+            }
             for c in [&self.metrics, &self.traces].into_iter().flatten() {
                 if let Some(d) = c.wake_at(now) {
                     wake = wake.min(d);
@@ -317,6 +333,11 @@ impl Agent {
                             c.on_ready(&self.poll, now, &mut self.counters);
                         }
                     }
+                    KUBE => {
+                        if let Some(k) = self.kube.as_mut() {
+                            k.on_ready(&self.poll, now, &mut self.counters);
+                        }
+                    }
                     t if self.cloud.as_ref().is_some_and(|c| c.owns(t)) => {
                         let outcome = self.cloud.as_mut().and_then(|c| c.on_ready(&self.poll, t));
                         self.on_cloud(outcome);
@@ -332,6 +353,9 @@ impl Agent {
                 .as_mut()
                 .and_then(|c| c.on_timer(&self.poll, now));
             self.on_cloud(outcome);
+            if let Some(k) = self.kube.as_mut() {
+                k.on_timer(&self.poll, now);
+            }
             if let Some(by) = shutdown_by {
                 let done = [&self.metrics, &self.traces]
                     .into_iter()
@@ -476,6 +500,9 @@ impl Agent {
             // Written straight from the spans, without building the message structs.
             let mut batches = Vec::new();
             self.procs.attrs(spans.iter(), &mut self.span_writer.procs);
+            for (_, a) in &mut self.span_writer.procs {
+                with_pod(&self.kube, a);
+            }
             telegen_export::spanpb::batches(
                 &mut self.span_writer,
                 out.encoder,
@@ -493,6 +520,9 @@ impl Agent {
             // The queue keeps its preallocated room: drained, not replaced.
             let mut procs = Vec::new();
             self.procs.attrs(spans.iter(), &mut procs);
+            for (_, a) in &mut procs {
+                with_pod(&self.kube, a);
+            }
             let reqs = telegen_export::traces::requests(
                 spans.drain(..),
                 &self.resource,
@@ -530,6 +560,7 @@ impl Agent {
         }
         // Each process's points under its own resource, read as its spans' are.
         let (procs, counters, agent) = (&mut self.procs, &mut self.counters, &self.resource);
+        let kube = &self.kube;
         let reqs = collector.into_requests_per_process(
             agent,
             self.config.metrics.batch_size,
@@ -539,7 +570,11 @@ impl Agent {
                 let n = name.len().min(15);
                 comm[..n].copy_from_slice(&name.as_bytes()[..n]);
                 let p = Process { pid, comm };
-                telegen_export::spanpb::process_resource(agent, &p, procs.get(pid))
+                let mut attrs = procs.get(pid).cloned();
+                if let Some(a) = attrs.as_mut() {
+                    with_pod(kube, a);
+                }
+                telegen_export::spanpb::process_resource(agent, &p, attrs.as_ref())
             },
         );
         let out = Out {
@@ -583,6 +618,14 @@ impl Out<'_> {
             conn.enqueue(b, self.now, counters);
         }
         conn.kick(self.poll, self.now, counters);
+    }
+}
+
+/// Names the pod of a process whose container is in one, from the Kubernetes cache.
+fn with_pod(kube: &Option<crate::kube::Kube>, a: &mut telegen_export::spanpb::ProcessAttrs) {
+    let uid = a.container.as_ref().and_then(|c| c.pod_uid_str());
+    if let (Some(k), Some(uid)) = (kube, uid) {
+        a.pod = k.pod(uid);
     }
 }
 

@@ -42,6 +42,13 @@ pub fn budget(config: &Config) -> Budget {
         b.add(what, bytes);
     }
     b.add("process table (512 processes)", crate::processes::bytes());
+    if crate::kube::endpoint(&config.kubernetes).is_some() {
+        // The cache, and the listing that replaces it.
+        b.add(
+            "Kubernetes pod cache (kubernetes.max_pods)",
+            2 * config.kubernetes.max_pods * crate::kube::POD_BYTES_MAX,
+        );
+    }
     b.add("metrics export queue", config.limits.export_queue_bytes);
     if config
         .export_settings(telegen_config::Signal::Traces)

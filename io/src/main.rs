@@ -6,6 +6,7 @@ mod check;
 mod cloud;
 mod fetch;
 mod kernel;
+mod kube;
 mod logger;
 mod privileges;
 mod processes;

@@ -51,6 +51,20 @@ pub fn build_with(config: &Config, found: &[(String, String)]) -> Resource {
     for (k, v) in found {
         set(k, v);
     }
+    // The agent's own pod, from the downward API (the manifests set these).
+    for (var, key) in [
+        ("K8S_POD_NAME", "k8s.pod.name"),
+        ("K8S_POD_UID", "k8s.pod.uid"),
+        ("K8S_NAMESPACE", "k8s.namespace.name"),
+        ("K8S_NODE_NAME", "k8s.node.name"),
+    ] {
+        if let Ok(v) = std::env::var(var)
+            && !v.is_empty()
+            && v.len() <= 253
+        {
+            set(key, &v);
+        }
+    }
     for (k, v) in &config.resource_attributes {
         set(k, v);
     }

@@ -76,6 +76,24 @@ pub fn client_config(s: &ExportSettings) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// A client configuration that trusts only the CA certificates in `ca` (the Kubernetes
+/// service account's `ca.crt`).
+pub fn ca_config(ca: &Path) -> Result<Arc<ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for c in certs(ca, "CA certificate")? {
+        roots
+            .add(c)
+            .map_err(|e| format!("CA certificate {}: {e}", ca.display()))?;
+    }
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// Explains a TLS error in the terms a user can act on.
 pub fn explain(e: &rustls::Error) -> String {
     use rustls::{CertificateError, Error};
