@@ -22,7 +22,103 @@ struct File {
     dns: Option<DnsFile>,
     discovery: Option<DiscoveryFile>,
     kubernetes: Option<KubernetesFile>,
+    rules: Option<Vec<RuleFile>>,
     console: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    action: String,
+    executable: Option<String>,
+    port: Option<u16>,
+    container: Option<String>,
+    k8s_namespace: Option<String>,
+    k8s_label: Option<String>,
+}
+
+/// Port rules the kernel can hold.
+const PORT_RULES_CAP: usize = telegen_common::EXCLUDED_PORTS_CAP;
+
+fn rules(c: &mut Config, list: Vec<RuleFile>, key: &dyn Fn(&str) -> String) -> Result<(), Error> {
+    c.rules.clear();
+    c.excluded_ports.clear();
+    for (i, r) in list.into_iter().enumerate() {
+        let k = |f: &str| key(&format!("rules[{i}].{f}"));
+        let action = match r.action.as_str() {
+            "include" => crate::Action::Include,
+            "exclude" => crate::Action::Exclude,
+            other => {
+                return Err(Error::new(
+                    k("action"),
+                    format!("{other:?}: expected \"include\" or \"exclude\""),
+                ));
+            }
+        };
+        let others = r.executable.is_some()
+            || r.container.is_some()
+            || r.k8s_namespace.is_some()
+            || r.k8s_label.is_some();
+        if let Some(port) = r.port {
+            if others || action != crate::Action::Exclude || port == 0 {
+                return Err(Error::new(
+                    k("port"),
+                    "a port rule excludes a port (1-65535) and names nothing else: \
+                     the kernel drops its sockets before any process is known",
+                ));
+            }
+            if c.excluded_ports.len() == PORT_RULES_CAP {
+                return Err(Error::new(
+                    k("port"),
+                    format!("at most {PORT_RULES_CAP} port rules"),
+                ));
+            }
+            c.excluded_ports.push(port);
+            continue;
+        }
+        if !others {
+            return Err(Error::new(
+                key(&format!("rules[{i}]")),
+                "names no executable, port, container, k8s_namespace or k8s_label",
+            ));
+        }
+        let container = match r.container.as_deref() {
+            None => None,
+            Some("any") => Some(crate::ContainerMatch::Any),
+            Some("none") => Some(crate::ContainerMatch::None),
+            Some(id)
+                if id.len() >= 4 && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                Some(crate::ContainerMatch::Id(id.to_ascii_lowercase()))
+            }
+            Some(other) => {
+                return Err(Error::new(
+                    k("container"),
+                    format!("{other:?}: expected \"any\", \"none\" or 4 to 64 hex digits of an id"),
+                ));
+            }
+        };
+        let k8s_label = match r.k8s_label {
+            None => None,
+            Some(l) => match l.split_once('=') {
+                Some((key_, v)) if !key_.is_empty() => Some((key_.to_string(), v.to_string())),
+                _ => {
+                    return Err(Error::new(
+                        k("k8s_label"),
+                        format!("{l:?}: expected key=value"),
+                    ));
+                }
+            },
+        };
+        c.rules.push(crate::Rule {
+            action,
+            executable: r.executable,
+            container,
+            k8s_namespace: r.k8s_namespace,
+            k8s_label,
+        });
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -185,6 +281,9 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
     let key = |k: &str| format!("{name}: {k}");
     if let Some(v) = f.dns.and_then(|d| d.spans) {
         c.dns_spans = v;
+    }
+    if let Some(list) = f.rules {
+        rules(c, list, &key)?;
     }
     if let Some(k) = f.kubernetes {
         let kc = &mut c.kubernetes;

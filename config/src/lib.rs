@@ -313,6 +313,112 @@ pub struct Config {
     pub cloud: Option<CloudProbe>,
     /// The Kubernetes API server asked for the pods of this node.
     pub kubernetes: Kubernetes,
+    /// `[[rules]]` about processes, in order: the first that matches decides.
+    pub rules: Vec<Rule>,
+    /// Ports whose sockets are never captured (`[[rules]]` with `port`, excluded in the kernel).
+    pub excluded_ports: Vec<u16>,
+}
+
+/// What a rule does to the processes it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Include,
+    Exclude,
+}
+
+/// Which containers a rule matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerMatch {
+    /// In any container.
+    Any,
+    /// On the host, in none.
+    None,
+    /// A container whose id starts with these (lower-case hex) digits.
+    Id(String),
+}
+
+/// A rule about processes: it matches a process when every criterion it names matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub action: Action,
+    /// The process's name (its task name) or its program file's name.
+    pub executable: Option<String>,
+    pub container: Option<ContainerMatch>,
+    pub k8s_namespace: Option<String>,
+    /// `key=value`: a label of the process's pod.
+    pub k8s_label: Option<(String, String)>,
+}
+
+/// What is known of a process when rules are tried on it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Facts<'a> {
+    /// Names it goes by: its task name, its program file's name.
+    pub names: [Option<&'a str>; 2],
+    /// Its container's id, when it is in one (`None` on the host).
+    pub container: Option<&'a str>,
+    /// Whether its pod is known (its namespace and labels below), when it is in one.
+    pub pod_known: bool,
+    pub k8s_namespace: Option<&'a str>,
+    /// Its pod's labels.
+    pub labels: &'a [(String, String)],
+}
+
+impl Rule {
+    /// Whether the rule matches a process with `facts`. A pod criterion does not match a
+    /// process whose pod is not known (yet).
+    pub fn matches(&self, f: &Facts<'_>) -> bool {
+        if let Some(e) = &self.executable
+            && !f.names.iter().flatten().any(|n| n == e)
+        {
+            return false;
+        }
+        match (&self.container, f.container) {
+            (None, _)
+            | (Some(ContainerMatch::Any), Some(_))
+            | (Some(ContainerMatch::None), None) => {}
+            (Some(ContainerMatch::Id(p)), Some(id)) if id.starts_with(p.as_str()) => {}
+            _ => return false,
+        }
+        if let Some(ns) = &self.k8s_namespace
+            && (!f.pod_known || f.k8s_namespace != Some(ns.as_str()))
+        {
+            return false;
+        }
+        if let Some((k, v)) = &self.k8s_label {
+            let key = format!("k8s.pod.label.{k}");
+            if !f.pod_known || !f.labels.iter().any(|(lk, lv)| *lk == key && lv == v) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether the rule needs the process's container (or pod) to be judged.
+    pub fn needs_container(&self) -> bool {
+        self.container.is_some() || self.k8s_namespace.is_some() || self.k8s_label.is_some()
+    }
+}
+
+/// Task names the kernel can exclude by itself, at every call: those of the rules that
+/// exclude by `executable` alone before any rule includes (a task name is at most 15
+/// bytes; a longer name is matched in user space only).
+pub fn kernel_comms(rules: &[Rule]) -> Vec<String> {
+    rules
+        .iter()
+        .take_while(|r| r.action == Action::Exclude)
+        .filter(|r| r.container.is_none() && r.k8s_namespace.is_none() && r.k8s_label.is_none())
+        .filter_map(|r| r.executable.clone())
+        .filter(|e| !e.is_empty() && e.len() <= 15)
+        .take(telegen_common::EXCLUDED_COMMS_CAP)
+        .collect()
+}
+
+/// The action of the first of `rules` that matches, `Include` when none does.
+pub fn judge(rules: &[Rule], f: &Facts<'_>) -> Action {
+    rules
+        .iter()
+        .find(|r| r.matches(f))
+        .map_or(Action::Include, |r| r.action)
 }
 
 /// Which API server, if any, names the pods of the node's containers.
@@ -477,6 +583,8 @@ impl Default for Config {
                     timeout_ms: defaults::CLOUD_TIMEOUT_MS,
                 }),
             kubernetes: Kubernetes::default(),
+            rules: Vec::new(),
+            excluded_ports: Vec::new(),
         }
     }
 }

@@ -481,3 +481,79 @@ fn the_kubernetes_api() {
         assert!(e.to_string().contains(what), "{text}: {e}");
     }
 }
+
+#[test]
+fn rules_about_processes_and_ports() {
+    let f = write(
+        "rules.toml",
+        "[[rules]]\naction = \"exclude\"\nport = 22\n\n\
+         [[rules]]\naction = \"include\"\nk8s_namespace = \"shop\"\n\n\
+         [[rules]]\naction = \"exclude\"\ncontainer = \"any\"\n\n\
+         [[rules]]\naction = \"exclude\"\nexecutable = \"sshd\"\n\n\
+         [[rules]]\naction = \"exclude\"\ncontainer = \"7BE9\"\nk8s_label = \"tier=debug\"\n",
+    );
+    let c = config(&["-c", &f], &[]);
+    assert_eq!(c.excluded_ports, [22]);
+    assert_eq!(c.rules.len(), 4);
+    assert_eq!(
+        c.rules[3].container,
+        Some(ContainerMatch::Id("7be9".into()))
+    );
+    let labels = [("k8s.pod.label.tier".to_string(), "debug".to_string())];
+    let host_sshd = Facts {
+        names: [Some("sshd"), Some("sshd")],
+        ..Default::default()
+    };
+    assert_eq!(judge(&c.rules, &host_sshd), Action::Exclude);
+    let host_nginx = Facts {
+        names: [Some("nginx"), None],
+        ..Default::default()
+    };
+    assert_eq!(judge(&c.rules, &host_nginx), Action::Include);
+    let in_shop = Facts {
+        names: [Some("java"), None],
+        container: Some("7be92808"),
+        pod_known: true,
+        k8s_namespace: Some("shop"),
+        labels: &labels,
+    };
+    assert_eq!(
+        judge(&c.rules, &in_shop),
+        Action::Include,
+        "the first match decides"
+    );
+    let elsewhere = Facts {
+        k8s_namespace: Some("iot"),
+        ..in_shop
+    };
+    assert_eq!(judge(&c.rules, &elsewhere), Action::Exclude);
+    // A pod criterion does not match before the pod is known.
+    let rule = &c.rules[3];
+    assert!(rule.matches(&elsewhere));
+    assert!(!rule.matches(&Facts {
+        pod_known: false,
+        ..elsewhere
+    }));
+    for (text, what) in [
+        ("action = \"drop\"\nexecutable = \"x\"", "include"),
+        ("action = \"exclude\"", "names no"),
+        ("action = \"include\"\nport = 80", "port rule"),
+        (
+            "action = \"exclude\"\nport = 80\nexecutable = \"x\"",
+            "port rule",
+        ),
+        ("action = \"exclude\"\ncontainer = \"docker\"", "hex digits"),
+        ("action = \"exclude\"\nk8s_label = \"tier\"", "key=value"),
+        ("action = \"exclude\"\nexe = \"x\"", "exe"),
+    ] {
+        let f = write("rules-bad.toml", &format!("[[rules]]\n{text}\n"));
+        let e = run(&["-c", &f], &[]).unwrap_err();
+        assert!(e.to_string().contains(what), "{text}: {e}");
+    }
+    let many: String = (1..=9)
+        .map(|p| format!("[[rules]]\naction = \"exclude\"\nport = {p}\n"))
+        .collect();
+    let f = write("rules-many.toml", &many);
+    let e = run(&["-c", &f], &[]).unwrap_err();
+    assert!(e.to_string().contains("at most 8"), "{e}");
+}

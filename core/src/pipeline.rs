@@ -82,10 +82,12 @@ impl Trackers {
 /// A process starting a program or ending: the caller's process table acts on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifecycle<'a> {
-    /// `pid` ran the program at `path` (as `execve` was given it).
+    /// `pid` ran the program at `path` (as `execve` was given it); its task name is now
+    /// `comm` (NUL padded).
     Exec {
         pid: u32,
         path: &'a [u8],
+        comm: [u8; 16],
     },
     Exit {
         pid: u32,
@@ -134,6 +136,7 @@ pub fn on_record<'a>(
             return Ok(Some(Lifecycle::Exec {
                 pid: r.task.tgid,
                 path: r.path,
+                comm: r.task.comm,
             }));
         }
         Ok(Record::Exit { task, .. }) => {

@@ -113,7 +113,8 @@ impl MetricsCollector {
 
     /// As [`MetricsCollector::into_requests`], with the points about a process under that
     /// process's resource: a point with `process.pid` loses it to the resource
-    /// `process_resource(pid, name)` gives (`name`: the point's `process.executable.name`,
+    /// `process_resource(pid, name)` gives, or is left out when it gives none (an excluded
+    /// process) (`name`: the point's `process.executable.name`,
     /// the kernel's task name), and that name becomes the point's `thread.name` (the task
     /// that did the work; threads of a process keep their series apart). Points without a
     /// process stay under `resource`. Resources come in the order their first point does.
@@ -121,7 +122,7 @@ impl MetricsCollector {
         self,
         resource: &Resource,
         batch_size: usize,
-        process_resource: &mut dyn FnMut(u32, &str) -> Resource,
+        process_resource: &mut dyn FnMut(u32, &str) -> Option<Resource>,
     ) -> Vec<ExportMetricsServiceRequest> {
         // Group by process: None (the agent's), then each pid.
         let mut groups: Vec<(Option<u32>, Vec<Metric>)> = vec![(None, Vec::new())];
@@ -141,14 +142,14 @@ impl MetricsCollector {
         let with_resources = groups
             .into_iter()
             .filter(|(_, ms)| !ms.is_empty())
-            .map(|(pid, ms)| match pid {
-                None => (resource.clone(), ms),
+            .filter_map(|(pid, ms)| match pid {
+                None => Some((resource.clone(), ms)),
                 Some(pid) => {
                     let name = names
                         .iter()
                         .find(|(p, _)| *p == pid)
                         .map_or("", |(_, n)| n.as_str());
-                    (process_resource(pid, name), ms)
+                    process_resource(pid, name).map(|r| (r, ms))
                 }
             })
             .collect();
@@ -405,7 +406,7 @@ mod tests {
         let mut asked = Vec::new();
         let reqs = c.into_requests_per_process(&agent, 3, &mut |pid, name| {
             asked.push((pid, name.to_string()));
-            resource(&[("process.pid".into(), pid.to_string())])
+            Some(resource(&[("process.pid".into(), pid.to_string())]))
         });
         assert_eq!(asked, [(7, "nginx".into()), (9, "isc-net-0000".into())]);
         let rms: Vec<&ResourceMetrics> = reqs.iter().flat_map(|r| &r.resource_metrics).collect();
@@ -445,10 +446,11 @@ mod tests {
         let mut c = MetricsCollector::new(10, 20);
         c.counter(&C, &about(9, "a"), 1);
         c.counter(&C, &about(9, "b"), 1);
+        c.counter(&C, &about(11, "excluded"), 1);
         let reqs = c.into_requests_per_process(&agent, 1, &mut |pid, _| {
-            resource(&[("process.pid".into(), pid.to_string())])
+            (pid != 11).then(|| resource(&[("process.pid".into(), pid.to_string())]))
         });
-        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs.len(), 2, "11's point is left out");
         for r in &reqs {
             assert_eq!(r.resource_metrics.len(), 1);
             assert_eq!(

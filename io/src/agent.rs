@@ -7,6 +7,7 @@
 //! budget to deliver, then the agent exits 0.
 
 use crate::kernel::{DRAIN_INTERVAL, Kernel};
+use crate::processes::Verdict;
 use crate::signals::{Request, Signals};
 use crate::transport::Connection;
 use crate::{privileges, procfs, resource, seccomp};
@@ -101,7 +102,13 @@ impl Agent {
         let signals = Signals::new().map_err(|e| format!("signalfd: {e}"))?;
         // Requests are captured when anything reports them: spans, request metrics, the console.
         let capture = config.traces.enabled || config.metrics.enabled || config.console;
-        let kernel = Kernel::load(config.limits.ring_buffer_bytes, config.transport, capture)?;
+        let kernel = Kernel::load(
+            config.limits.ring_buffer_bytes,
+            config.transport,
+            capture,
+            &config.excluded_ports,
+            &telegen_config::kernel_comms(&config.rules),
+        )?;
         let registry = poll.registry();
         for (i, fd) in kernel.event_fds().into_iter().enumerate() {
             registry
@@ -174,11 +181,16 @@ impl Agent {
                 None
             }
         };
-        let mut procs = crate::processes::Processes::default();
+        let mut procs = crate::processes::Processes::with_rules(config.rules.clone());
         if capture {
             // While every process's /proc/PID/exe may still be read.
-            procs.scan_running();
-            log::debug!("{} running processes noted", procs.len());
+            let verdicts = procs.scan_running(&|_| None);
+            apply(&kernel, &verdicts);
+            log::debug!(
+                "{} running processes noted, {} excluded by the rules",
+                procs.len(),
+                procs.excluded()
+            );
         }
         let recorder = match &config.record {
             Some(path) => Some(crate::recorder::Recorder::create(path)?),
@@ -334,8 +346,14 @@ impl Agent {
                         }
                     }
                     KUBE => {
-                        if let Some(k) = self.kube.as_mut() {
-                            k.on_ready(&self.poll, now, &mut self.counters);
+                        if let Some(k) = self.kube.as_mut()
+                            && k.on_ready(&self.poll, now, &mut self.counters)
+                        {
+                            // New pods: rules about namespaces and labels may now apply.
+                            let kube = &self.kube;
+                            let pod_of = |uid: &str| kube.as_ref().and_then(|k| k.pod(uid));
+                            let verdicts = self.procs.rejudge(&pod_of);
+                            apply(&self.kernel, &verdicts);
                         }
                     }
                     t if self.cloud.as_ref().is_some_and(|c| c.owns(t)) => {
@@ -440,25 +458,40 @@ impl Agent {
     fn drain(&mut self, last: bool) {
         let (trackers, counters) = (&mut self.t, &mut self.counters);
         let (recorder, procs) = (&mut self.recorder, &mut self.procs);
+        let kube = &self.kube;
+        let pod_of = |uid: &str| kube.as_ref().and_then(|k| k.pod(uid));
+        let mut verdicts = Vec::new();
         let lost = self.kernel.drain(last, |bytes| {
             if let Some(r) = recorder.as_mut() {
                 r.record(bytes);
             }
             match pipeline::on_record(bytes, trackers, counters) {
                 Ok(None) => {}
-                Ok(Some(Lifecycle::Exec { pid, path })) => procs.on_exec(pid, path, counters),
-                Ok(Some(Lifecycle::Exit { pid })) => procs.on_exit(pid),
+                Ok(Some(Lifecycle::Exec { pid, path, comm })) => {
+                    let comm = telegen_core::record::comm_str(&comm);
+                    verdicts.extend(procs.on_exec(pid, path, comm, &pod_of, counters));
+                }
+                Ok(Some(Lifecycle::Exit { pid })) => {
+                    if procs.on_exit(pid) {
+                        verdicts.push(Verdict::Include(pid));
+                    }
+                }
                 Err(e) => log::debug!("bad record from the kernel: {e}"),
             }
         });
+        apply(&self.kernel, &verdicts);
         if let Some(r) = self.recorder.as_mut() {
             r.flush();
         }
-        self.procs.learn(
+        let kube = &self.kube;
+        let pod_of = |uid: &str| kube.as_ref().and_then(|k| k.pod(uid));
+        let verdicts = self.procs.learn(
             self.t.http.spans().iter(),
             Instant::now(),
+            &pod_of,
             &mut self.counters,
         );
+        apply(&self.kernel, &verdicts);
         if lost > 0 {
             // Already counted by the programs as kernel_ring_full when the write failed.
             log::debug!("perf buffers reported {lost} lost samples");
@@ -467,6 +500,14 @@ impl Agent {
 
     /// Hands the finished spans to the console and the traces exporter.
     fn export_spans(&mut self, now: Instant) {
+        // Spans of excluded processes that were captured before the rules knew them.
+        if self.procs.excluded() > 0 {
+            let procs = &self.procs;
+            self.t
+                .http
+                .spans()
+                .retain(|s| !procs.is_excluded(s.process.pid));
+        }
         self.export_spans_of_processes(now);
         // Processes that ended are forgotten once their spans are out.
         self.procs.sweep();
@@ -565,6 +606,9 @@ impl Agent {
             agent,
             self.config.metrics.batch_size,
             &mut |pid, name| {
+                if procs.is_excluded(pid) {
+                    return None;
+                }
                 procs.learn_pid(pid, now, counters);
                 let mut comm = [0u8; 16];
                 let n = name.len().min(15);
@@ -574,7 +618,11 @@ impl Agent {
                 if let Some(a) = attrs.as_mut() {
                     with_pod(kube, a);
                 }
-                telegen_export::spanpb::process_resource(agent, &p, attrs.as_ref())
+                Some(telegen_export::spanpb::process_resource(
+                    agent,
+                    &p,
+                    attrs.as_ref(),
+                ))
             },
         );
         let out = Out {
@@ -618,6 +666,22 @@ impl Out<'_> {
             conn.enqueue(b, self.now, counters);
         }
         conn.kick(self.poll, self.now, counters);
+    }
+}
+
+/// Tells the kernel what the rules decided.
+fn apply(kernel: &Kernel, verdicts: &[Verdict]) {
+    for v in verdicts {
+        match *v {
+            Verdict::Exclude(pid) => {
+                log::debug!("rules: process {pid} excluded");
+                if !kernel.excluded.insert(pid) {
+                    // Its spans and metrics are still dropped at export.
+                    log::debug!("no room in the kernel's excluded set for {pid}");
+                }
+            }
+            Verdict::Include(pid) => kernel.excluded.remove(pid),
+        }
     }
 }
 

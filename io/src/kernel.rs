@@ -15,10 +15,11 @@ use aya::programs::{TracePoint, UProbe, uprobe::UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use std::os::fd::{AsRawFd, RawFd};
 use telegen_common::{
-    AGENT_TGID_GLOBAL, CloseEvent, DataEvent, EVENTS_MAP, EVENTS_PERF_MAP, EXEC_FILENAME_GLOBAL,
-    KERNEL_DROP_REASONS, KERNEL_DROPS_MAP, KernelDrop, SOCK_OFFSETS_GLOBAL, SSL_PROBES,
-    SockOffsets, TRANSPORT_GLOBAL, TRANSPORT_PERF, TRANSPORT_RING, TcpTpOffsets,
-    WAKEUP_BYTES_GLOBAL,
+    AGENT_TGID_GLOBAL, CloseEvent, DataEvent, EVENTS_MAP, EVENTS_PERF_MAP, EXCLUDED_COMMS_CAP,
+    EXCLUDED_COMMS_GLOBAL, EXCLUDED_MAP, EXCLUDED_PORTS_CAP, EXCLUDED_PORTS_GLOBAL, EXCLUDED_PROBE,
+    EXCLUDED_SLOTS, EXEC_FILENAME_GLOBAL, KERNEL_DROP_REASONS, KERNEL_DROPS_MAP, KernelDrop,
+    SOCK_OFFSETS_GLOBAL, SSL_PROBES, SockOffsets, TRANSPORT_GLOBAL, TRANSPORT_PERF, TRANSPORT_RING,
+    TcpTpOffsets, WAKEUP_BYTES_GLOBAL, excluded_slot,
 };
 use telegen_config::Transport;
 use telegen_core::reorder::Reorder;
@@ -34,6 +35,8 @@ pub struct Kernel {
     _ebpf: Ebpf,
     events: Events,
     drops: DropCounters,
+    /// Processes the rules exclude: the programs capture nothing of them.
+    pub excluded: Excluded,
     /// Tracepoints attached, for the start-up line.
     pub attached: Vec<&'static str>,
 }
@@ -319,7 +322,13 @@ impl Kernel {
     }
 
     /// Loads and attaches everything this kernel supports.
-    pub fn load(ring_bytes: u32, transport: Transport, capture: bool) -> Result<Self, String> {
+    pub fn load(
+        ring_bytes: u32,
+        transport: Transport,
+        capture: bool,
+        excluded_ports: &[u16],
+        excluded_comms: &[String],
+    ) -> Result<Self, String> {
         let perf = match transport {
             Transport::Perf => true,
             Transport::Ring => false,
@@ -366,6 +375,17 @@ impl Kernel {
         }
         let me = std::process::id();
         loader.override_global(AGENT_TGID_GLOBAL, &me, true);
+        let mut ports = [0u16; EXCLUDED_PORTS_CAP];
+        for (slot, p) in ports.iter_mut().zip(excluded_ports) {
+            *slot = *p;
+        }
+        loader.override_global(EXCLUDED_PORTS_GLOBAL, &ports, true);
+        let mut comms = [[0u8; 16]; EXCLUDED_COMMS_CAP];
+        for (slot, c) in comms.iter_mut().zip(excluded_comms) {
+            let n = c.len().min(15);
+            slot[..n].copy_from_slice(&c.as_bytes()[..n]);
+        }
+        loader.override_global(EXCLUDED_COMMS_GLOBAL, &comms, true);
         let exec_filename = tracefs::read_format(&tracing, "sched", "sched_process_exec")
             .map_err(|e| e.to_string())
             .and_then(|f| exec_filename_offset(&f).map_err(|e| e.to_string()));
@@ -447,10 +467,15 @@ impl Kernel {
             return Err("map KERNEL_DROPS is not an array".into());
         };
         let drops = DropCounters::map(drops)?;
+        let excluded = match ebpf.take_map(EXCLUDED_MAP) {
+            Some(aya::maps::Map::Array(m)) => Excluded::map(m)?,
+            _ => return Err("map EXCLUDED missing from the object".into()),
+        };
         Ok(Self {
             _ebpf: ebpf,
             events,
             drops,
+            excluded,
             attached,
         })
     }
@@ -479,31 +504,39 @@ struct DropCounters {
     _map: MapData,
 }
 
+/// Maps the first `bytes` of a BPF array created with `BPF_F_MMAPABLE` (shared with the
+/// kernel): the address and the length mapped (whole pages).
+fn mmap_array(
+    map: &MapData,
+    bytes: usize,
+    writable: bool,
+    what: &str,
+) -> Result<(*mut u8, usize), String> {
+    use std::os::fd::AsFd;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+    let len = bytes.div_ceil(page) * page;
+    let fd = map.fd().as_fd().as_raw_fd();
+    let prot = if writable {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
+    };
+    // SAFETY: mapping a BPF array created with BPF_F_MMAPABLE, shared.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
+    if p == libc::MAP_FAILED || p.is_null() {
+        return Err(format!(
+            "mapping {what}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok((p.cast(), len))
+}
+
 impl DropCounters {
     fn map(map: MapData) -> Result<Self, String> {
-        use std::os::fd::{AsFd, AsRawFd};
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
         let bytes = KERNEL_DROP_REASONS as usize * std::mem::size_of::<u64>();
-        let len = bytes.div_ceil(page) * page;
-        let fd = map.fd().as_fd().as_raw_fd();
-        // SAFETY: mapping a BPF array created with BPF_F_MMAPABLE, read-only and shared.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(format!(
-                "mapping the drop counters: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+        let (p, len) = mmap_array(&map, bytes, false, "the drop counters")?;
         let ptr = std::ptr::NonNull::new(p.cast::<u64>()).ok_or("mmap returned null")?;
         Ok(Self {
             ptr,
@@ -520,6 +553,70 @@ impl DropCounters {
         // updates it atomically, so an atomic load reads a whole value.
         unsafe { std::sync::atomic::AtomicU64::from_ptr(self.ptr.as_ptr().add(i)) }
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The excluded processes, shared with the programs (`telegen_common::EXCLUDED_MAP`):
+/// written through a mapping, so it keeps working once privileges are gone.
+pub struct Excluded {
+    ptr: std::ptr::NonNull<u64>,
+    len: usize,
+    _map: MapData,
+}
+
+impl Excluded {
+    fn map(map: MapData) -> Result<Self, String> {
+        let bytes = EXCLUDED_SLOTS as usize * std::mem::size_of::<u64>();
+        let (p, len) = mmap_array(&map, bytes, true, "the excluded processes")?;
+        let ptr = std::ptr::NonNull::new(p.cast::<u64>()).ok_or("mmap returned null")?;
+        Ok(Self {
+            ptr,
+            len,
+            _map: map,
+        })
+    }
+
+    fn slot(&self, i: u32) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: in bounds of the mapping (masked to the slots), 8-byte aligned; the
+        // programs read it concurrently, so every access is atomic.
+        unsafe {
+            std::sync::atomic::AtomicU64::from_ptr(
+                self.ptr.as_ptr().add((i & (EXCLUDED_SLOTS - 1)) as usize),
+            )
+        }
+    }
+
+    /// Has the programs capture nothing of `tgid`; false when its slots are all taken.
+    pub fn insert(&self, tgid: u32) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let first = excluded_slot(tgid);
+        let v = u64::from(tgid);
+        if (0..EXCLUDED_PROBE).any(|i| self.slot(first + i).load(Relaxed) == v) {
+            return true;
+        }
+        (0..EXCLUDED_PROBE).any(|i| {
+            self.slot(first + i)
+                .compare_exchange(0, v, Relaxed, Relaxed)
+                .is_ok()
+        })
+    }
+
+    /// Captures `tgid` again (it ended, or a rule now includes it).
+    pub fn remove(&self, tgid: u32) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let first = excluded_slot(tgid);
+        for i in 0..EXCLUDED_PROBE {
+            let _ = self
+                .slot(first + i)
+                .compare_exchange(u64::from(tgid), 0, Relaxed, Relaxed);
+        }
+    }
+}
+
+impl Drop for Excluded {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
 

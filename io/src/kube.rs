@@ -178,19 +178,21 @@ impl Kube {
         self.ask(poll, None, now);
     }
 
-    /// Reads the page in flight; the next page, or the new cache, once it is whole.
-    pub fn on_ready(&mut self, poll: &Poll, now: Instant, counters: &mut AgentCounters) {
+    /// Reads the page in flight; the next page, or the new cache once it is whole (then
+    /// true).
+    pub fn on_ready(&mut self, poll: &Poll, now: Instant, counters: &mut AgentCounters) -> bool {
         let Some(f) = self.fetch.as_mut() else {
-            return;
+            return false;
         };
         let r = match f.on_ready() {
-            Ok(None) => return,
+            Ok(None) => return false,
             Ok(Some(r)) => r,
             Err(e) => {
                 if let Some(f) = self.fetch.take() {
                     f.close(poll);
                 }
-                return self.fail(e, now);
+                self.fail(e, now);
+                return false;
             }
         };
         if let Some(f) = self.fetch.take() {
@@ -204,11 +206,15 @@ impl Kube {
                 }
                 _ => "",
             };
-            return self.fail(format!("HTTP {}{hint}", r.status), now);
+            self.fail(format!("HTTP {}{hint}", r.status), now);
+            return false;
         }
         let page = match k8s::parse_pod_list(&r.body) {
             Ok(p) => p,
-            Err(e) => return self.fail(e, now),
+            Err(e) => {
+                self.fail(e, now);
+                return false;
+            }
         };
         for pod in page.pods {
             if self.listing.len() >= self.max_pods {
@@ -218,7 +224,8 @@ impl Kube {
             self.listing.insert(pod.uid.clone(), Arc::new(pod));
         }
         if let Some(next) = page.next {
-            return self.ask(poll, Some(&next), now);
+            self.ask(poll, Some(&next), now);
+            return false;
         }
         self.pods = std::mem::take(&mut self.listing);
         self.listings += 1;
@@ -226,6 +233,7 @@ impl Kube {
             log::info!("Kubernetes: {} pods on node {}", self.pods.len(), self.node);
         }
         self.wake = now + self.refresh;
+        true
     }
 }
 

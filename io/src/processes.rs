@@ -23,14 +23,17 @@
 //! when the agent may (root, or the process's own user), else at its exec path when the
 //! process is in the agent's own mount namespace (not a container).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use telegen_config::{Action, Facts, Rule};
 use telegen_core::cgroup;
 use telegen_core::http::Span;
 use telegen_core::runtime::{self, Runtime};
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
+use telegen_export::k8s::Pod;
 use telegen_export::spanpb::ProcessAttrs;
 
 /// Processes remembered at once.
@@ -75,18 +78,41 @@ struct Entry {
     read: Option<(Instant, ProcessAttrs)>,
     /// Its exit was seen: removed at the next [`Processes::sweep`].
     exited: bool,
+    /// Its task name, as its exec (or /proc at start-up) gave it: rules match it.
+    comm: Option<String>,
 }
 
 pub struct Processes {
     known: HashMap<u32, Entry>,
+    /// `[[rules]]`, in order.
+    rules: Vec<Rule>,
+    /// Whether a rule looks at containers or pods (then cgroups are read at exec).
+    rules_need_containers: bool,
+    /// Processes the rules exclude.
+    excluded: HashSet<u32>,
+    /// Excluded processes that ended: still excluded until their last spans are dropped.
+    ended: Vec<u32>,
 }
 
 impl Default for Processes {
     fn default() -> Self {
-        Self {
-            known: HashMap::with_capacity(CAPACITY),
-        }
+        Self::with_rules(Vec::new())
     }
+}
+
+/// The pod with a uid, if known (the Kubernetes cache).
+pub type PodOf<'a> = &'a dyn Fn(&str) -> Option<Arc<Pod>>;
+
+/// A change of what the kernel must capture of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Exclude(u32),
+    Include(u32),
+}
+
+/// The name of the file at `path`.
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// `OTEL_SERVICE_NAME` in the NUL-separated `environ` of a process.
@@ -226,60 +252,168 @@ fn runtime_of(f: &File, path: &str) -> (Option<(&'static str, Option<String>)>, 
 }
 
 impl Processes {
-    /// Notes the program of every running process (at most [`CAPACITY`]), from
-    /// `/proc/PID/exe`: called at start-up, while the agent may still read every process's.
-    pub fn scan_running(&mut self) {
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for e in dir.flatten() {
-            if self.known.len() >= CAPACITY {
-                break;
-            }
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            if let Ok(target) = std::fs::read_link(format!("/proc/{pid}/exe")) {
-                self.known.insert(
-                    pid,
-                    Entry {
-                        exec_path: capped(target.to_string_lossy().into_owned(), PATH_MAX_KEPT),
-                        ..Default::default()
-                    },
-                );
-            }
+    pub fn with_rules(rules: Vec<Rule>) -> Self {
+        Self {
+            known: HashMap::with_capacity(CAPACITY),
+            rules_need_containers: rules.iter().any(Rule::needs_container),
+            rules,
+            excluded: HashSet::new(),
+            ended: Vec::new(),
         }
     }
 
-    /// `pid` ran the program at `path`: what was read of it is read again at its next span.
-    pub fn on_exec(&mut self, pid: u32, path: &[u8], counters: &mut AgentCounters) {
+    /// Whether the rules exclude `pid`.
+    pub fn is_excluded(&self, pid: u32) -> bool {
+        self.excluded.contains(&pid)
+    }
+
+    /// Processes the rules exclude now.
+    pub fn excluded(&self) -> usize {
+        self.excluded.len()
+    }
+
+    /// Tries the rules on `pid`, known by `names`; the change, if any.
+    fn judge(&mut self, pid: u32, names: [Option<&str>; 2], pod_of: PodOf<'_>) -> Option<Verdict> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let container = if self.rules_need_containers {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .ok()
+                .and_then(|text| cgroup::container(&text))
+        } else {
+            None
+        };
+        let pod = container
+            .as_ref()
+            .and_then(|c| c.pod_uid_str())
+            .and_then(pod_of);
+        let facts = Facts {
+            names,
+            container: container.as_ref().map(|c| c.id_str()),
+            pod_known: pod.is_some(),
+            k8s_namespace: pod.as_deref().map(|p| p.namespace.as_str()),
+            labels: pod.as_deref().map_or(&[], |p| p.labels.as_slice()),
+        };
+        let exclude = telegen_config::judge(&self.rules, &facts) == Action::Exclude;
+        match (exclude, self.excluded.contains(&pid)) {
+            (true, false) => {
+                self.excluded.insert(pid);
+                Some(Verdict::Exclude(pid))
+            }
+            (false, true) => {
+                self.excluded.remove(&pid);
+                Some(Verdict::Include(pid))
+            }
+            _ => None,
+        }
+    }
+
+    /// Tries the rules again on every process in a container: their pods may have become
+    /// known (a Kubernetes listing came in).
+    pub fn rejudge(&mut self, pod_of: PodOf<'_>) -> Vec<Verdict> {
+        if !self.rules_need_containers {
+            return Vec::new();
+        }
+        let pids: Vec<(u32, Option<String>, Option<String>)> = self
+            .known
+            .iter()
+            .filter(|(_, e)| !e.exited)
+            .map(|(p, e)| (*p, e.comm.clone(), e.exec_path.clone()))
+            .collect();
+        pids.into_iter()
+            .filter_map(|(pid, comm, path)| {
+                let names = [comm.as_deref(), path.as_deref().map(file_name)];
+                self.judge(pid, names, pod_of)
+            })
+            .collect()
+    }
+
+    /// Notes the program of every running process (at most [`CAPACITY`]), from
+    /// `/proc/PID/exe`: called at start-up, while the agent may still read every process's.
+    /// The rules are tried on each; those they exclude are returned.
+    pub fn scan_running(&mut self, pod_of: PodOf<'_>) -> Vec<Verdict> {
+        let mut verdicts = Vec::new();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return verdicts;
+        };
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(target) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+                continue;
+            };
+            let path = capped(target.to_string_lossy().into_owned(), PATH_MAX_KEPT);
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .ok()
+                .map(|c| c.trim_end().to_string())
+                .and_then(|c| capped(c, NAME_CAP));
+            let names = [comm.as_deref(), path.as_deref().map(file_name)];
+            verdicts.extend(self.judge(pid, names, pod_of));
+            if self.known.len() < CAPACITY {
+                let entry = Entry {
+                    exec_path: path,
+                    comm,
+                    ..Default::default()
+                };
+                self.known.insert(pid, entry);
+            }
+        }
+        verdicts
+    }
+
+    /// `pid` ran the program at `path` under the task name `comm`: what was read of it is
+    /// read again at its next span, and the rules are tried on it (the change, if any).
+    pub fn on_exec(
+        &mut self,
+        pid: u32,
+        path: &[u8],
+        comm: &str,
+        pod_of: PodOf<'_>,
+        counters: &mut AgentCounters,
+    ) -> Option<Verdict> {
+        let path = capped(String::from_utf8_lossy(path).into_owned(), PATH_MAX_KEPT);
+        let comm = capped(comm.to_string(), NAME_CAP).filter(|c| !c.is_empty());
+        let names = [comm.as_deref(), path.as_deref().map(file_name)];
+        let verdict = self.judge(pid, names, pod_of);
         if !self.known.contains_key(&pid) && self.known.len() >= CAPACITY {
             self.sweep();
             if self.known.len() >= CAPACITY {
                 counters.drop(DropReason::ProcessTableFull, 1);
-                return;
+                return verdict;
             }
         }
-        let path = capped(String::from_utf8_lossy(path).into_owned(), PATH_MAX_KEPT);
         self.known.insert(
             pid,
             Entry {
                 exec_path: path,
+                comm,
                 ..Default::default()
             },
         );
+        verdict
     }
 
-    /// `pid` ended: forgotten at the next [`Processes::sweep`], after its last spans.
-    pub fn on_exit(&mut self, pid: u32) {
+    /// `pid` ended: forgotten at the next [`Processes::sweep`], after its last spans. True
+    /// when the rules excluded it (the kernel's slot is to be freed).
+    pub fn on_exit(&mut self, pid: u32) -> bool {
         if let Some(e) = self.known.get_mut(&pid) {
             e.exited = true;
         }
+        let excluded = self.excluded.contains(&pid);
+        if excluded {
+            self.ended.push(pid);
+        }
+        excluded
     }
 
     /// Forgets the processes that ended.
     pub fn sweep(&mut self) {
         self.known.retain(|_, e| !e.exited);
+        for pid in self.ended.drain(..) {
+            self.excluded.remove(&pid);
+        }
     }
 
     /// Processes in the table.
@@ -288,15 +422,33 @@ impl Processes {
     }
 
     /// Reads what is not known (or no longer trusted) of the processes of `spans`.
+    /// A process met here for the first time (forked, not exec'd, since the agent started)
+    /// is tried by the rules: the changes are returned.
     pub fn learn<'a>(
         &mut self,
         spans: impl Iterator<Item = &'a Span>,
         now: Instant,
+        pod_of: PodOf<'_>,
         counters: &mut AgentCounters,
-    ) {
+    ) -> Vec<Verdict> {
+        let mut verdicts = Vec::new();
         for s in spans {
-            self.learn_pid(s.process.pid, now, counters);
+            let pid = s.process.pid;
+            let judged = self.known.get(&pid).is_some_and(|e| e.comm.is_some());
+            self.learn_pid(pid, now, counters);
+            if !judged && !self.rules.is_empty() && !self.excluded.contains(&pid) {
+                let (name, path) = match self.get(pid) {
+                    Some(a) => (a.executable_name.clone(), a.executable_path.clone()),
+                    None => (None, None),
+                };
+                let names = [name.as_deref(), path.as_deref().map(file_name)];
+                verdicts.extend(self.judge(pid, names, pod_of));
+                if let Some(e) = self.known.get_mut(&pid) {
+                    e.comm = name.or_else(|| Some(String::new()));
+                }
+            }
         }
+        verdicts
     }
 
     /// Reads what is not known (or no longer trusted) of process `pid`. A process that is
@@ -414,17 +566,17 @@ mod tests {
     fn exec_and_exit_keep_the_table_current_and_bounded() {
         let mut p = Processes::default();
         let mut c = AgentCounters::default();
-        p.on_exec(7, b"/usr/bin/python3", &mut c);
+        p.on_exec(7, b"/usr/bin/python3", "x", &|_| None, &mut c);
         p.on_exit(7);
         assert_eq!(p.len(), 1, "kept until its spans are exported");
         p.sweep();
         assert_eq!(p.len(), 0);
         for pid in 0..CAPACITY as u32 {
-            p.on_exec(pid + 10, b"/bin/true", &mut c);
+            p.on_exec(pid + 10, b"/bin/true", "x", &|_| None, &mut c);
         }
-        p.on_exec(5, b"/bin/true", &mut c);
+        p.on_exec(5, b"/bin/true", "x", &|_| None, &mut c);
         assert_eq!(c.dropped(DropReason::ProcessTableFull), 1);
-        p.on_exec(10, b"/bin/false", &mut c);
+        p.on_exec(10, b"/bin/false", "x", &|_| None, &mut c);
         assert_eq!(
             c.dropped(DropReason::ProcessTableFull),
             1,
@@ -432,9 +584,39 @@ mod tests {
         );
         // Room is made from the processes that ended.
         p.on_exit(11);
-        p.on_exec(5, b"/bin/true", &mut c);
+        p.on_exec(5, b"/bin/true", "x", &|_| None, &mut c);
         assert_eq!(c.dropped(DropReason::ProcessTableFull), 1);
         assert_eq!(p.len(), CAPACITY);
+    }
+
+    #[test]
+    fn rules_decide_at_exec_and_free_the_slot_at_exit() {
+        let rules = vec![Rule {
+            action: Action::Exclude,
+            executable: Some("sshd".into()),
+            container: None,
+            k8s_namespace: None,
+            k8s_label: None,
+        }];
+        let mut p = Processes::with_rules(rules);
+        let mut c = AgentCounters::default();
+        let v = p.on_exec(40, b"/usr/sbin/sshd", "sshd", &|_| None, &mut c);
+        assert_eq!(v, Some(Verdict::Exclude(40)));
+        assert!(p.is_excluded(40));
+        // The program file's name counts too.
+        let v = p.on_exec(41, b"/usr/sbin/sshd", "sshd-session", &|_| None, &mut c);
+        assert_eq!(v, Some(Verdict::Exclude(41)));
+        // A process that runs another program is tried again.
+        let v = p.on_exec(40, b"/usr/bin/bash", "bash", &|_| None, &mut c);
+        assert_eq!(v, Some(Verdict::Include(40)));
+        assert!(!p.is_excluded(40));
+        assert_eq!(p.on_exec(42, b"/bin/true", "true", &|_| None, &mut c), None);
+        // Excluded until its last spans are gone, then forgotten.
+        assert!(p.on_exit(41));
+        assert!(p.is_excluded(41));
+        p.sweep();
+        assert!(!p.is_excluded(41));
+        assert!(!p.on_exit(42));
     }
 
     #[test]

@@ -281,6 +281,32 @@ pub struct ExitEvent {
     pub header: EventHeader,
 }
 
+/// Name of the array of excluded processes: an open-addressed set of tgids (0: empty) in
+/// [`EXCLUDED_SLOTS`] `u64` slots (an array's values are 8-byte aligned in its mapping,
+/// so a `u32` would not be where user space looks), mmapable so that user space updates it without bpf()
+/// calls (privileges are gone by then). A tgid lives within [`EXCLUDED_PROBE`] slots of
+/// [`excluded_slot`]; the programs capture nothing of a process found there.
+pub const EXCLUDED_MAP: &str = "EXCLUDED";
+pub const EXCLUDED_SLOTS: u32 = 1024;
+pub const EXCLUDED_PROBE: u32 = 8;
+
+/// The first slot of `tgid` in [`EXCLUDED_MAP`] (Fibonacci hashing to 10 bits).
+#[inline(always)]
+pub const fn excluded_slot(tgid: u32) -> u32 {
+    tgid.wrapping_mul(0x9E37_79B1) >> 22
+}
+
+/// Name of the read-only global `[u16; EXCLUDED_PORTS_CAP]`: local or remote ports whose
+/// sockets are never captured (0: unused).
+pub const EXCLUDED_PORTS_GLOBAL: &str = "EXCLUDED_PORTS";
+pub const EXCLUDED_PORTS_CAP: usize = 8;
+
+/// Name of the read-only global `[[u8; COMM_LEN]; EXCLUDED_COMMS_CAP]`: task names whose
+/// threads are never captured (checked at every call, so forked children and short-lived
+/// programs are covered from their first byte); an all-zero name ends the list.
+pub const EXCLUDED_COMMS_GLOBAL: &str = "EXCLUDED_COMMS";
+pub const EXCLUDED_COMMS_CAP: usize = 8;
+
 /// Name of the read-only global (u32): offset of `filename` (a `__data_loc` field) in
 /// `sched:sched_process_exec`'s record, from tracefs.
 pub const EXEC_FILENAME_GLOBAL: &str = "EXEC_FILENAME";
@@ -378,6 +404,7 @@ const _: () = assert!(core::mem::size_of::<SockOffsets>() == 32);
 const _: () = assert!(core::mem::size_of::<CloseEvent>() == 48);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 48 + PATH_CAP);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 40);
+const _: () = assert!(EXCLUDED_SLOTS == 1 << 10, "excluded_slot hashes to 10 bits");
 
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` integers with no padding (checked by the size assertion above).

@@ -22,9 +22,10 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use telegen_common::{
-    AF_INET, CloseEvent, DATA_CAP, DEFAULT_RING_BYTES, DataEvent, EventHeader, EventKind,
-    ExecEvent, ExitEvent, FIELD_ABSENT, KERNEL_DROP_REASONS, KernelDrop, MQTT_PORTS, PATH_CAP,
-    SockOffsets, TRANSPORT_PERF, TcpEvent, TcpTpOffsets, data_flags, direction, tcp_state,
+    AF_INET, CloseEvent, DATA_CAP, DEFAULT_RING_BYTES, DataEvent, EXCLUDED_COMMS_CAP,
+    EXCLUDED_PORTS_CAP, EXCLUDED_PROBE, EXCLUDED_SLOTS, EventHeader, EventKind, ExecEvent,
+    ExitEvent, FIELD_ABSENT, KERNEL_DROP_REASONS, KernelDrop, MQTT_PORTS, PATH_CAP, SockOffsets,
+    TRANSPORT_PERF, TcpEvent, TcpTpOffsets, data_flags, direction, excluded_slot, tcp_state,
 };
 
 #[map(name = "EVENTS")]
@@ -423,11 +424,73 @@ fn arg(ctx: &TracePointContext, at: usize) -> u64 {
     unsafe { ctx.read_at::<u64>(at) }.unwrap_or(0)
 }
 
+/// Processes excluded by the user's rules (see `telegen_common::EXCLUDED_MAP`).
+#[map(name = "EXCLUDED")]
+static EXCLUDED: Array<u64> =
+    Array::with_max_entries(EXCLUDED_SLOTS, aya_ebpf::bindings::BPF_F_MMAPABLE as u32);
+
+/// Ports excluded by the user's rules (0: unused); set by user space before load.
+#[unsafe(no_mangle)]
+static EXCLUDED_PORTS: [u16; EXCLUDED_PORTS_CAP] = [0; EXCLUDED_PORTS_CAP];
+
+/// Task names excluded by the user's rules; set by user space before load.
+#[unsafe(no_mangle)]
+static EXCLUDED_COMMS: [[u8; 16]; EXCLUDED_COMMS_CAP] = [[0; 16]; EXCLUDED_COMMS_CAP];
+
+/// Whether this process is not to be captured: the agent itself, or one the rules exclude
+/// (by its task name, or by its tgid).
 #[inline(always)]
 fn ours() -> bool {
     // SAFETY: a read-only global that user space sets before load.
     let agent = unsafe { core::ptr::read_volatile(&AGENT_TGID) };
-    (bpf_get_current_pid_tgid() >> 32) as u32 == agent
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == agent {
+        return true;
+    }
+    // Each name read as two words, in place (the list is too large for the stack).
+    let name = |i: usize| {
+        // SAFETY: a read-only global that user space sets before load; `i` is in bounds.
+        unsafe {
+            core::ptr::read_volatile(core::ptr::addr_of!(EXCLUDED_COMMS[i]).cast::<[u64; 2]>())
+        }
+    };
+    if name(0)[0] != 0 {
+        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        lo.copy_from_slice(&comm[..8]);
+        hi.copy_from_slice(&comm[8..]);
+        let comm = [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)];
+        for i in 0..EXCLUDED_COMMS_CAP {
+            let c = name(i);
+            if c[0] == 0 {
+                break;
+            }
+            if c == comm {
+                return true;
+            }
+        }
+    }
+    let first = excluded_slot(tgid);
+    for i in 0..EXCLUDED_PROBE {
+        if EXCLUDED.get((first + i) & (EXCLUDED_SLOTS - 1)) == Some(&u64::from(tgid)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether a socket with local port `sport` and remote port `dport` is excluded.
+#[inline(always)]
+fn port_excluded(sport: u16, dport: u16) -> bool {
+    // SAFETY: a read-only global that user space sets before load.
+    let ports = unsafe { core::ptr::read_volatile(&EXCLUDED_PORTS) };
+    for p in ports {
+        if p != 0 && (p == sport || p == dport) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether the first bytes look like an HTTP/1.x request or response.
@@ -926,6 +989,9 @@ fn emit_data<C: EbpfContext>(
     let dport: u16 = read_sock(p.sock, off.dport)?;
     event.sport = read_sock(p.sock, off.num)?;
     event.dport = u16::from_be(dport);
+    if port_excluded(event.sport, event.dport) {
+        return Ok(());
+    }
     event.family = family;
     event.flags = p.flags
         | match protocol {
