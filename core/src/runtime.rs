@@ -53,6 +53,37 @@ pub fn from_path(path: &str) -> Option<(Runtime, Option<&str>)> {
     }
 }
 
+/// The database or broker a process is, as a resource attribute (`db.system.name` or
+/// `messaging.system`, with the conventions' values): by its executable's name (`names`:
+/// its task name, its program file's name), else by a port it listens on that only that
+/// server uses by default.
+pub fn server(
+    names: &[&str],
+    mut ports: impl Iterator<Item = u16>,
+) -> Option<(&'static str, &'static str)> {
+    const DB: &str = "db.system.name";
+    const MESSAGING: &str = "messaging.system";
+    for n in names {
+        let found = match *n {
+            "postgres" | "postmaster" => (DB, "postgresql"),
+            "mysqld" => (DB, "mysql"),
+            "mariadbd" => (DB, "mariadb"),
+            "redis-server" => (DB, "redis"),
+            "valkey-server" => (DB, "redis"),
+            _ => continue,
+        };
+        return Some(found);
+    }
+    ports.find_map(|p| match p {
+        5432 => Some((DB, "postgresql")),
+        3306 => Some((DB, "mysql")),
+        6379 => Some((DB, "redis")),
+        5672 => Some((MESSAGING, "rabbitmq")),
+        9092 => Some((MESSAGING, "kafka")),
+        _ => None,
+    })
+}
+
 /// The installation folder of the Java executable at `path` (`…/bin/java` → `…`), whose
 /// `release` file names the version.
 pub fn java_home(path: &str) -> Option<&str> {
@@ -233,6 +264,29 @@ mod tests {
         );
         assert_eq!(from_path("/usr/sbin/nginx"), None);
         assert_eq!(from_path(""), None);
+    }
+
+    #[test]
+    fn servers_by_name_and_port() {
+        let none = core::iter::empty;
+        assert_eq!(
+            server(&["postgres", "postgres"], none()),
+            Some(("db.system.name", "postgresql"))
+        );
+        assert_eq!(
+            server(&["mariadbd"], [3306].into_iter()),
+            Some(("db.system.name", "mariadb"))
+        );
+        assert_eq!(
+            server(&["beam.smp"], [4369, 5672].into_iter()),
+            Some(("messaging.system", "rabbitmq"))
+        );
+        assert_eq!(
+            server(&["java"], [9092].into_iter()),
+            Some(("messaging.system", "kafka"))
+        );
+        assert_eq!(server(&["nginx"], [80, 443].into_iter()), None);
+        assert_eq!(server(&[], none()), None);
     }
 
     #[test]

@@ -189,6 +189,14 @@ impl TcpTracker {
         }
     }
 
+    /// The ports process `pid` listens on (as far as the listener table knows).
+    pub fn listening_ports(&self, pid: u32) -> impl Iterator<Item = u16> + '_ {
+        self.listeners
+            .iter()
+            .filter(move |(_, l)| l.process.pid == pid)
+            .map(|(port, _)| *port)
+    }
+
     /// Connection ends tracked now.
     pub fn open_connections(&self) -> usize {
         self.conns.len()

@@ -170,6 +170,8 @@ pub struct ProcessAttrs {
     pub runtime: Option<(&'static str, Option<String>)>,
     /// The Kubernetes pod of its container, when the API server named it.
     pub pod: Option<std::sync::Arc<crate::k8s::Pod>>,
+    /// The database or broker it is (`db.system.name` or `messaging.system`, and the value).
+    pub server: Option<(&'static str, &'static str)>,
 }
 
 /// A resource attribute's value.
@@ -214,6 +216,7 @@ pub fn process_attributes<'a>(
         runtime
             .and_then(|(_, v)| v.as_deref())
             .map(|v| ("process.runtime.version", Val::Str(v))),
+        attrs.and_then(|a| a.server).map(|(k, v)| (k, Val::Str(v))),
         c.map(|c| ("container.id", Val::Str(c.id_str()))),
         c.map(|c| ("container.runtime", Val::Str(c.runtime.as_str()))),
         c.and_then(|c| c.pod_uid_str())

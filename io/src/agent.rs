@@ -541,9 +541,12 @@ impl Agent {
             // Written straight from the spans, without building the message structs.
             let mut batches = Vec::new();
             self.procs.attrs(spans.iter(), &mut self.span_writer.procs);
-            for (_, a) in &mut self.span_writer.procs {
-                with_pod(&self.kube, a);
-            }
+            enrich(
+                &self.kube,
+                &self.t.tcp,
+                spans.iter(),
+                &mut self.span_writer.procs,
+            );
             telegen_export::spanpb::batches(
                 &mut self.span_writer,
                 out.encoder,
@@ -561,9 +564,7 @@ impl Agent {
             // The queue keeps its preallocated room: drained, not replaced.
             let mut procs = Vec::new();
             self.procs.attrs(spans.iter(), &mut procs);
-            for (_, a) in &mut procs {
-                with_pod(&self.kube, a);
-            }
+            enrich(&self.kube, &self.t.tcp, spans.iter(), &mut procs);
             let reqs = telegen_export::traces::requests(
                 spans.drain(..),
                 &self.resource,
@@ -601,7 +602,7 @@ impl Agent {
         }
         // Each process's points under its own resource, read as its spans' are.
         let (procs, counters, agent) = (&mut self.procs, &mut self.counters, &self.resource);
-        let kube = &self.kube;
+        let (kube, tcp) = (&self.kube, &self.t.tcp);
         let reqs = collector.into_requests_per_process(
             agent,
             self.config.metrics.batch_size,
@@ -615,9 +616,9 @@ impl Agent {
                 comm[..n].copy_from_slice(&name.as_bytes()[..n]);
                 let p = Process { pid, comm };
                 let mut attrs = procs.get(pid).cloned();
-                if let Some(a) = attrs.as_mut() {
-                    with_pod(kube, a);
-                }
+                let a = attrs.get_or_insert_with(Default::default);
+                with_pod(kube, a);
+                with_server(tcp, pid, name, a);
                 Some(telegen_export::spanpb::process_resource(
                     agent,
                     &p,
@@ -681,6 +682,58 @@ fn apply(kernel: &Kernel, verdicts: &[Verdict]) {
                 }
             }
             Verdict::Include(pid) => kernel.excluded.remove(pid),
+        }
+    }
+}
+
+/// Names the database or broker a process is, by its executable (or `comm`, the task name
+/// the kernel gave, for a process gone before it was read) or its listening ports.
+fn with_server(
+    tcp: &telegen_core::tcp::TcpTracker,
+    pid: u32,
+    comm: &str,
+    a: &mut telegen_export::spanpb::ProcessAttrs,
+) {
+    let file = a
+        .executable_path
+        .as_deref()
+        .map(|p| p.rsplit('/').next().unwrap_or(p));
+    let names: Vec<&str> = [a.executable_name.as_deref(), file, Some(comm)]
+        .into_iter()
+        .flatten()
+        .filter(|n| !n.is_empty())
+        .collect();
+    a.server = telegen_core::runtime::server(&names, tcp.listening_ports(pid));
+}
+
+/// Completes what is known of the processes of `spans` with their pods and servers; a
+/// process that was not read (gone too soon) gets an entry when it is a known server.
+fn enrich<'a>(
+    kube: &Option<crate::kube::Kube>,
+    tcp: &telegen_core::tcp::TcpTracker,
+    spans: impl Iterator<Item = &'a telegen_core::http::Span>,
+    procs: &mut Vec<(u32, telegen_export::spanpb::ProcessAttrs)>,
+) {
+    let mut seen: Vec<u32> = Vec::new();
+    for s in spans {
+        let pid = s.process.pid;
+        if seen.contains(&pid) {
+            continue;
+        }
+        seen.push(pid);
+        let comm = telegen_core::record::comm_str(&s.process.comm);
+        match procs.iter_mut().find(|(p, _)| *p == pid) {
+            Some((_, a)) => {
+                with_pod(kube, a);
+                with_server(tcp, pid, comm, a);
+            }
+            None => {
+                let mut a = telegen_export::spanpb::ProcessAttrs::default();
+                with_server(tcp, pid, comm, &mut a);
+                if a.server.is_some() {
+                    procs.push((pid, a));
+                }
+            }
         }
     }
 }

@@ -165,7 +165,7 @@ fn user_name(uid: u32) -> String {
 /// else the exec path, which names the right file only outside containers.
 fn program_file(pid: u32, exec_path: Option<&str>, in_container: bool) -> Option<(File, String)> {
     let exe = format!("/proc/{pid}/exe");
-    if let (Ok(f), Ok(target)) = (File::open(&exe), std::fs::read_link(&exe)) {
+    if let (Some(f), Ok(target)) = (open_regular(&exe), std::fs::read_link(&exe)) {
         return Some((
             f,
             capped(target.to_string_lossy().into_owned(), PATH_MAX_KEPT)?,
@@ -173,11 +173,23 @@ fn program_file(pid: u32, exec_path: Option<&str>, in_container: bool) -> Option
     }
     let path = exec_path.filter(|p| p.starts_with('/') && !in_container)?;
     let resolved = std::fs::canonicalize(path).ok()?;
-    let f = File::open(&resolved).ok()?;
+    let f = open_regular(&resolved)?;
     Some((
         f,
         capped(resolved.to_string_lossy().into_owned(), PATH_MAX_KEPT)?,
     ))
+}
+
+/// Opens `path` when it is a regular file, without ever waiting (a FIFO or a device named
+/// by an exec path would block the event loop).
+fn open_regular(path: impl AsRef<std::path::Path>) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    f.metadata().ok()?.is_file().then_some(f)
 }
 
 fn read_at(f: &File, offset: u64, len: usize) -> Option<Vec<u8>> {
@@ -544,8 +556,9 @@ fn read_process(pid: u32, exec_path: Option<&str>) -> ProcessAttrs {
         executable_name,
         executable_path,
         runtime,
-        // Filled in at export, from the Kubernetes pod cache.
+        // Filled in at export, from the Kubernetes pod cache and the listener table.
         pod: None,
+        server: None,
     }
 }
 

@@ -114,6 +114,39 @@ pub fn machine_id() -> Option<String> {
         .filter(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// When the host booted: `btime` of `/proc/stat` (Unix seconds).
+pub fn boot_time() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    btime(&stat)
+}
+
+fn btime(stat: &str) -> Option<u64> {
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Unix seconds as an RFC 3339 UTC time (`2026-11-25T09:14:03Z`).
+pub fn rfc3339(unix: u64) -> String {
+    // Days to a civil date (Howard Hinnant's algorithm, proleptic Gregorian).
+    let days = (unix / 86_400) as i64 + 719_468;
+    let secs = unix % 86_400;
+    let era = days.div_euclid(146_097);
+    let doe = days.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
 /// The semantic-conventions value of `host.arch` for the build target.
 pub const fn host_arch() -> &'static str {
     match std::env::consts::ARCH.as_bytes() {
@@ -252,6 +285,25 @@ mod tests {
             Some(32),
             "this machine's machine-id"
         );
+    }
+
+    #[test]
+    fn boot_time_as_a_date() {
+        assert_eq!(
+            btime("cpu  1 2 3\nbtime 1764061200\nprocesses 9\n"),
+            Some(1_764_061_200)
+        );
+        assert_eq!(btime("cpu 1\n"), None);
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_764_061_200 + 3_723), "2025-11-25T10:02:03Z");
+        // This machine's: after 2000, before now.
+        let b = boot_time().expect("/proc/stat has btime");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(b > 946_684_800 && b <= now, "{b}");
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub fn build_with(config: &Config, found: &[(String, String)]) -> Resource {
     if let Some(id) = procfs::machine_id() {
         attrs.push(("host.id".into(), id));
     }
+    // No convention names it: the agent's own namespace.
+    if let Some(b) = procfs::boot_time() {
+        attrs.push(("telegen.host.boot_time".into(), procfs::rfc3339(b)));
+    }
     let mut set = |k: &str, v: &str| match attrs.iter_mut().find(|(key, _)| key == k) {
         Some(slot) => slot.1 = v.to_string(),
         None => attrs.push((k.to_string(), v.to_string())),

@@ -170,6 +170,9 @@ fn redis_commands_replies_and_errors_become_spans_and_metrics() {
         .find(|s| s.kind == server && s.attr("error.type").is_some() && s.name == "INCR")
         .unwrap();
     assert_eq!(incr.attr("error.type"), Some("ERR"));
+    // The server process is recognised as the database it is; its clients are not.
+    assert_eq!(attr(&incr.resource, "db.system.name"), Some("redis"));
+    assert_eq!(attr(&lpush.resource, "db.system.name"), None);
 
     // The metric counts every client operation, errors by their type.
     let metric = "db.client.operation.duration";
@@ -374,6 +377,12 @@ with psycopg.connect(dsn, autocommit=True) as c:
     assert_eq!(ops(&all, server, "postgres", port, "CREATE"), (2, 0));
     assert_eq!(ops(&all, server, "postgres", port, "INSERT"), (2, 1));
     assert_eq!(ops(&all, server, "postgres", port, "SELECT"), (9, 1));
+    for s in all
+        .iter()
+        .filter(|s| s.kind == server && s.process() == "postgres")
+    {
+        assert_eq!(attr(&s.resource, "db.system.name"), Some("postgresql"));
+    }
     let db_spans = all
         .iter()
         .filter(|s| s.attr("db.system.name") == Some("postgresql"))
@@ -545,6 +554,12 @@ $dbh->disconnect;
     assert_eq!(ops(&all, server, "mariadbd", port, "CREATE"), (2, 0));
     assert_eq!(ops(&all, server, "mariadbd", port, "INSERT"), (2, 1));
     assert_eq!(ops(&all, server, "mariadbd", port, "SELECT"), (9, 1));
+    for s in all
+        .iter()
+        .filter(|s| s.kind == server && s.process() == "mariadbd")
+    {
+        assert_eq!(attr(&s.resource, "db.system.name"), Some("mariadb"));
+    }
     // Each end saw the same operations (the driver's own SET statements included), and
     // the prepares made none.
     let count = |kind: &str| {
