@@ -6,7 +6,7 @@
 //! once more, the last interval is collected and every exporter is given up to the shutdown
 //! budget to deliver, then the agent exits 0.
 
-use crate::kernel::{DRAIN_INTERVAL, Kernel};
+use crate::kernel::{Closer, DRAIN_INTERVAL, Kernel};
 use crate::processes::Verdict;
 use crate::signals::{Request, Signals};
 use crate::transport::Connection;
@@ -41,6 +41,9 @@ const CLOUD: Token = Token(8);
 /// The Kubernetes API client's request.
 const KUBE: Token = Token(11);
 
+/// Threads that detach the kernel programs at exit (each link waits for a grace period).
+const CLOSERS: usize = 6;
+
 /// How long the agent may take to deliver what is pending after SIGTERM.
 pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(4);
 
@@ -71,6 +74,8 @@ pub struct Agent {
     cloud: Option<crate::cloud::Cloud>,
     /// The pods of this node, when in a Kubernetes cluster.
     kube: Option<crate::kube::Kube>,
+    /// Threads that detach the programs together at exit.
+    closer: Option<Closer>,
 }
 
 impl Agent {
@@ -199,6 +204,14 @@ impl Agent {
         // Everything privileged is done: programs attached, maps mapped, /proc read, files
         // opened. From here on the agent needs no privilege.
         Self::drop_privileges(&config)?;
+        // Unprivileged now, and not yet filtered: the filter is synced to them.
+        let closer = match Closer::spawn(CLOSERS) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log::debug!("no shutdown closer threads ({e}): programs detach one by one");
+                None
+            }
+        };
         if let Some(f) = seccomp::Filter::new(config.seccomp) {
             f.install().map_err(|e| format!("seccomp: {e}"))?;
             log::info!("seccomp filter installed ({:?})", config.seccomp);
@@ -234,6 +247,7 @@ impl Agent {
             procs,
             cloud: None,
             kube,
+            closer,
         })
     }
 
@@ -388,6 +402,10 @@ impl Agent {
                             );
                         }
                         c.finish_shutdown(&self.poll, &mut self.counters);
+                    }
+                    let Agent { kernel, closer, .. } = self;
+                    if let Some(c) = closer {
+                        kernel.detach(&c);
                     }
                     return Ok(());
                 }

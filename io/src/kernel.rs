@@ -37,6 +37,8 @@ pub struct Kernel {
     drops: DropCounters,
     /// Processes the rules exclude: the programs capture nothing of them.
     pub excluded: Excluded,
+    /// The descriptors of the programs' attachments (bpf links), for [`Kernel::detach`].
+    links: Vec<RawFd>,
     /// Tracepoints attached, for the start-up line.
     pub attached: Vec<&'static str>,
 }
@@ -476,6 +478,7 @@ impl Kernel {
             events,
             drops,
             excluded,
+            links: link_fds(),
             attached,
         })
     }
@@ -502,6 +505,91 @@ struct DropCounters {
     len: usize,
     /// Keeps the map (and so the mapping's object) alive.
     _map: MapData,
+}
+
+/// The process's bpf link descriptors (read from /proc/self/fd while it may).
+fn link_fds() -> Vec<RawFd> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == "anon_inode:bpf_link")
+        })
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect()
+}
+
+impl Kernel {
+    /// Detaches every program, several at a time, then lets the process end without the
+    /// one-by-one teardown: closing a link waits for an RCU grace period (about 60 ms here,
+    /// 35 links), and `closer`'s threads wait for theirs together.
+    pub fn detach(self, closer: &Closer) {
+        let links = self.links.clone();
+        if links.is_empty() {
+            return;
+        }
+        // The rest (programs, maps, the ring's mapping) goes with the process, at once.
+        std::mem::forget(self);
+        closer.close(links);
+    }
+}
+
+/// Threads that close descriptors in parallel at shutdown. Started once privileges are
+/// dropped and before the seccomp filter (which then covers them too): they only wait on a
+/// channel and close what they are handed.
+pub struct Closer {
+    jobs: Vec<std::sync::mpsc::Sender<Vec<RawFd>>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Closer {
+    /// Returns once every thread is running: their start-up system calls (robust list,
+    /// rseq, name) are made before the seccomp filter exists.
+    pub fn spawn(threads: usize) -> std::io::Result<Self> {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let mut jobs = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<RawFd>>();
+            let done_tx = done_tx.clone();
+            std::thread::Builder::new()
+                .name(format!("telegen-close{i}"))
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    let _ = done_tx.send(());
+                    for fds in rx {
+                        for fd in fds {
+                            // SAFETY: descriptors handed over by their owner, which forgot them.
+                            unsafe { libc::close(fd) };
+                        }
+                        let _ = done_tx.send(());
+                    }
+                })?;
+            jobs.push(tx);
+        }
+        for _ in 0..threads {
+            let _ = done.recv();
+        }
+        Ok(Self { jobs, done })
+    }
+
+    /// Closes `fds`, spread over the threads, and waits until all are closed.
+    fn close(&self, fds: Vec<RawFd>) {
+        let n = self.jobs.len().max(1);
+        let mut parts: Vec<Vec<RawFd>> = vec![Vec::new(); n];
+        for (i, fd) in fds.into_iter().enumerate() {
+            parts[i % n].push(fd);
+        }
+        let mut sent = 0;
+        for (tx, part) in self.jobs.iter().zip(parts) {
+            if tx.send(part).is_ok() {
+                sent += 1;
+            }
+        }
+        for _ in 0..sent {
+            let _ = self.done.recv();
+        }
+    }
 }
 
 /// Maps the first `bytes` of a BPF array created with `BPF_F_MMAPABLE` (shared with the

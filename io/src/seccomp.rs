@@ -40,6 +40,7 @@ const RET_KILL_THREAD: u32 = 0;
 
 const SET_MODE_FILTER: libc::c_uint = 1;
 const GET_ACTION_AVAIL: libc::c_uint = 2;
+const FILTER_FLAG_TSYNC: libc::c_uint = 1;
 
 #[cfg(target_arch = "x86_64")]
 const AUDIT_ARCH: u32 = 0xC000_003E;
@@ -261,10 +262,11 @@ impl Filter {
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
             }
+            // TSYNC: every thread of the agent gets the filter (the shutdown closers too).
             if libc::syscall(
                 libc::SYS_seccomp,
                 SET_MODE_FILTER,
-                0 as libc::c_uint,
+                FILTER_FLAG_TSYNC,
                 &fprog as *const libc::sock_fprog,
             ) != 0
             {
