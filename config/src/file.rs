@@ -35,6 +35,7 @@ struct RuleFile {
     container: Option<String>,
     k8s_namespace: Option<String>,
     k8s_label: Option<String>,
+    service_name: Option<String>,
 }
 
 /// Port rules the kernel can hold.
@@ -82,6 +83,15 @@ fn rules(c: &mut Config, list: Vec<RuleFile>, key: &dyn Fn(&str) -> String) -> R
                 "names no executable, port, container, k8s_namespace or k8s_label",
             ));
         }
+        if let Some(s) = &r.service_name
+            && (action != crate::Action::Include || s.trim().is_empty() || s.len() > 128)
+        {
+            return Err(Error::new(
+                k("service_name"),
+                "names the service of processes a rule includes: 1 to 128 bytes, with \
+                 action = \"include\"",
+            ));
+        }
         let container = match r.container.as_deref() {
             None => None,
             Some("any") => Some(crate::ContainerMatch::Any),
@@ -116,6 +126,7 @@ fn rules(c: &mut Config, list: Vec<RuleFile>, key: &dyn Fn(&str) -> String) -> R
             container,
             k8s_namespace: r.k8s_namespace,
             k8s_label,
+            service_name: r.service_name.map(|s| s.trim().to_string()),
         });
     }
     Ok(())

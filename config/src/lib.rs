@@ -347,6 +347,9 @@ pub struct Rule {
     pub k8s_namespace: Option<String>,
     /// `key=value`: a label of the process's pod.
     pub k8s_label: Option<(String, String)>,
+    /// An `include` rule may name the service of the processes it matches: their
+    /// `service.name`, over their own `OTEL_SERVICE_NAME` and what would be inferred.
+    pub service_name: Option<String>,
 }
 
 /// What is known of a process when rules are tried on it.
@@ -415,10 +418,12 @@ pub fn kernel_comms(rules: &[Rule]) -> Vec<String> {
 
 /// The action of the first of `rules` that matches, `Include` when none does.
 pub fn judge(rules: &[Rule], f: &Facts<'_>) -> Action {
-    rules
-        .iter()
-        .find(|r| r.matches(f))
-        .map_or(Action::Include, |r| r.action)
+    first_match(rules, f).map_or(Action::Include, |r| r.action)
+}
+
+/// The first of `rules` that matches.
+pub fn first_match<'a>(rules: &'a [Rule], f: &Facts<'_>) -> Option<&'a Rule> {
+    rules.iter().find(|r| r.matches(f))
 }
 
 /// Which API server, if any, names the pods of the node's containers.

@@ -545,6 +545,10 @@ fn rules_about_processes_and_ports() {
         ("action = \"exclude\"\ncontainer = \"docker\"", "hex digits"),
         ("action = \"exclude\"\nk8s_label = \"tier\"", "key=value"),
         ("action = \"exclude\"\nexe = \"x\"", "exe"),
+        (
+            "action = \"exclude\"\nexecutable = \"x\"\nservice_name = \"y\"",
+            "service_name",
+        ),
     ] {
         let f = write("rules-bad.toml", &format!("[[rules]]\n{text}\n"));
         let e = run(&["-c", &f], &[]).unwrap_err();

@@ -633,7 +633,7 @@ impl Agent {
                 let n = name.len().min(15);
                 comm[..n].copy_from_slice(&name.as_bytes()[..n]);
                 let p = Process { pid, comm };
-                let mut attrs = procs.get(pid).cloned();
+                let mut attrs = procs.get(pid);
                 let a = attrs.get_or_insert_with(Default::default);
                 with_pod(kube, a);
                 with_server(tcp, pid, name, a);

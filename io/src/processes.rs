@@ -92,6 +92,8 @@ pub struct Processes {
     excluded: HashSet<u32>,
     /// Excluded processes that ended: still excluded until their last spans are dropped.
     ended: Vec<u32>,
+    /// `service.name` given by a rule, by pid.
+    services: HashMap<u32, String>,
 }
 
 impl Default for Processes {
@@ -271,6 +273,7 @@ impl Processes {
             rules,
             excluded: HashSet::new(),
             ended: Vec::new(),
+            services: HashMap::new(),
         }
     }
 
@@ -307,7 +310,16 @@ impl Processes {
             k8s_namespace: pod.as_deref().map(|p| p.namespace.as_str()),
             labels: pod.as_deref().map_or(&[], |p| p.labels.as_slice()),
         };
-        let exclude = telegen_config::judge(&self.rules, &facts) == Action::Exclude;
+        let rule = telegen_config::first_match(&self.rules, &facts);
+        match rule.and_then(|r| r.service_name.as_ref()) {
+            Some(s) => {
+                self.services.insert(pid, s.clone());
+            }
+            None => {
+                self.services.remove(&pid);
+            }
+        }
+        let exclude = rule.is_some_and(|r| r.action == Action::Exclude);
         match (exclude, self.excluded.contains(&pid)) {
             (true, false) => {
                 self.excluded.insert(pid);
@@ -423,6 +435,8 @@ impl Processes {
     /// Forgets the processes that ended.
     pub fn sweep(&mut self) {
         self.known.retain(|_, e| !e.exited);
+        let known = &self.known;
+        self.services.retain(|p, _| known.contains_key(p));
         for pid in self.ended.drain(..) {
             self.excluded.remove(&pid);
         }
@@ -486,11 +500,18 @@ impl Processes {
     }
 
     /// What is known of process `pid`.
-    pub fn get(&self, pid: u32) -> Option<&ProcessAttrs> {
-        self.known
-            .get(&pid)
-            .and_then(|e| e.read.as_ref())
-            .map(|(_, a)| a)
+    pub fn get(&self, pid: u32) -> Option<ProcessAttrs> {
+        let read = self.known.get(&pid).and_then(|e| e.read.as_ref());
+        let service = self.services.get(&pid);
+        if read.is_none() && service.is_none() {
+            return None;
+        }
+        let mut a = read.map(|(_, a)| a.clone()).unwrap_or_default();
+        if let Some(s) = service {
+            // A rule's name wins over the process's own.
+            a.service_name = Some(s.clone());
+        }
+        Some(a)
     }
 
     /// Puts in `out` what is known of each process of `spans`.
@@ -505,10 +526,10 @@ impl Processes {
             if out.iter().any(|(p, _)| *p == pid) {
                 continue;
             }
-            if let Some((_, a)) = self.known.get(&pid).and_then(|e| e.read.as_ref())
-                && *a != ProcessAttrs::default()
+            if let Some(a) = self.get(pid)
+                && a != ProcessAttrs::default()
             {
-                out.push((pid, a.clone()));
+                out.push((pid, a));
             }
         }
     }
@@ -610,6 +631,7 @@ mod tests {
             container: None,
             k8s_namespace: None,
             k8s_label: None,
+            service_name: None,
         }];
         let mut p = Processes::with_rules(rules);
         let mut c = AgentCounters::default();
@@ -630,6 +652,32 @@ mod tests {
         p.sweep();
         assert!(!p.is_excluded(41));
         assert!(!p.on_exit(42));
+    }
+
+    #[test]
+    fn a_rule_names_the_service() {
+        let rule = |exe: &str, service: Option<&str>| Rule {
+            action: Action::Include,
+            executable: Some(exe.into()),
+            container: None,
+            k8s_namespace: None,
+            k8s_label: None,
+            service_name: service.map(String::from),
+        };
+        let mut p = Processes::with_rules(vec![rule("worker", Some("billing")), rule("x", None)]);
+        let mut c = AgentCounters::default();
+        assert_eq!(
+            p.on_exec(50, b"/opt/worker", "worker", &|_| None, &mut c),
+            None
+        );
+        assert_eq!(
+            p.get(50).and_then(|a| a.service_name).as_deref(),
+            Some("billing")
+        );
+        assert_eq!(p.get(51), None, "unknown, and no rule named it");
+        // Running another program: the rule no longer matches.
+        p.on_exec(50, b"/bin/sh", "sh", &|_| None, &mut c);
+        assert_eq!(p.get(50).and_then(|a| a.service_name), None);
     }
 
     #[test]

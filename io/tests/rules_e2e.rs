@@ -71,7 +71,9 @@ fn excluded_processes_and_ports_cost_no_capture_and_leave_no_trace() {
         format!(
             "[[rules]]\naction = \"exclude\"\ncontainer = \"any\"\n\n\
              [[rules]]\naction = \"exclude\"\nport = {excluded_port}\n\n\
-             [[rules]]\naction = \"exclude\"\nexecutable = \"curl\"\n"
+             [[rules]]\naction = \"exclude\"\nexecutable = \"curl\"\n\n\
+             [[rules]]\naction = \"include\"\nexecutable = \"python3\"\ncontainer = \"none\"\n\
+             service_name = \"catalog\"\n"
         ),
     )
     .unwrap();
@@ -168,6 +170,14 @@ fn excluded_processes_and_ports_cost_no_capture_and_leave_no_trace() {
         "python's; curl's are excluded"
     );
     assert!(all.iter().all(|s| s.process() != "curl"));
+    // The include rule names the traced server's service.
+    let p = traced_port.to_string();
+    for s in all
+        .iter()
+        .filter(|s| s.kind == "SPAN_KIND_SERVER" && s.attr("server.port") == Some(&p))
+    {
+        assert_eq!(attr(&s.resource, "service.name"), Some("catalog"));
+    }
     // No metric series of the excluded processes either.
     let container_pid = in_container.0.id().to_string();
     let durations = points(&requests, "http.server.request.duration");
