@@ -7,8 +7,7 @@
 mod support;
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use support::*;
 
@@ -18,24 +17,9 @@ struct Metadata {
 }
 
 fn metadata(provider: &str, behaviour: &str) -> Metadata {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/metadata_server.py"
-    );
-    let mut child = Command::new("python3")
-        .args([script, provider, behaviour])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().parse().expect("the server prints its port");
-    Metadata {
-        proc: Proc(child),
-        port,
-    }
+    let args = [provider.as_ref(), behaviour.as_ref()];
+    let (proc, port) = support_script("metadata_server.py", &args);
+    Metadata { proc, port }
 }
 
 /// Runs the agent against `md` for `run`, exporting metrics every 200 ms; returns the

@@ -678,18 +678,6 @@ with tracer.start_as_current_span("GET /ok", kind=trace.SpanKind.CLIENT) as span
     assert_eq!(client.span_id, b64(span_hex), "keeps the ids the SDK sent");
 }
 
-/// A cgroup made for a test, removed (with its parent) when dropped.
-struct Cgroup(std::path::PathBuf);
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-        if let Some(parent) = self.0.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
-}
-
 /// A server in a cgroup named the way docker's systemd driver names a container's, with
 /// `OTEL_SERVICE_NAME` in its environment: its spans carry the container, read from its real
 /// /proc/PID/cgroup, and its own service name (its environment is readable because the agent
@@ -697,39 +685,17 @@ impl Drop for Cgroup {
 #[test]
 fn a_server_in_a_container_cgroup_carries_its_container_and_service() {
     assert!(is_root(), "this test loads eBPF programs: run it as root");
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    let unified = mounts
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.get(2) == Some(&"cgroup2"))
-        .map(|f| f[1].to_string())
-        .expect("a cgroup2 hierarchy (the unified one, or the only one)");
     let id = format!(
         "{:032x}{:032x}",
         u128::from(std::process::id()) << 64 | 0xfeed,
         0x7be9_2808_767a_667f_35c8_505c_bf40_d14e_u128
     );
-    let cg = Cgroup(
-        Path::new(&unified)
-            .join(format!("telegen-test-{}.slice", std::process::id()))
-            .join(format!("docker-{id}.scope")),
-    );
-    std::fs::create_dir_all(&cg.0).expect("create a cgroup");
-    let port = free_port();
-    let procs = cg.0.join("cgroup.procs");
-    let script = format!(
-        "echo $$ > {} && exec python3 -m http.server {port} --bind 127.0.0.1",
-        procs.display()
-    );
-    let mut server = Command::new("sh")
-        .args(["-c", &script])
-        .env("OTEL_SERVICE_NAME", "checkout")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 -m http.server");
-    wait_for_port(port, "the server");
-    let cgroup_file = std::fs::read_to_string(format!("/proc/{}/cgroup", server.id())).unwrap();
+    let cg = Cgroup::new(&[
+        format!("telegen-test-{}.slice", std::process::id()),
+        format!("docker-{id}.scope"),
+    ]);
+    let (server, port) = http_server(&cg.join(), &[("OTEL_SERVICE_NAME", "checkout")]);
+    let cgroup_file = std::fs::read_to_string(format!("/proc/{}/cgroup", server.0.id())).unwrap();
     assert!(cgroup_file.contains(&id), "{cgroup_file}");
     let receiver = Receiver::start("http-container");
     let mut agent = start_agent(
@@ -743,8 +709,7 @@ fn a_server_in_a_container_cgroup_carries_its_container_and_service() {
         curl(&format!("http://127.0.0.1:{port}/"), &[]);
     }
     let (status, _) = terminate(&mut agent, Duration::from_secs(5));
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert!(status.success(), "exit status {status:?}");
     let all = spans(&receiver.requests());
     let p = port.to_string();

@@ -8,9 +8,8 @@
 mod support;
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 use support::*;
 
@@ -51,75 +50,30 @@ struct Api {
 }
 
 fn api(dir: &Path, behaviour: &str) -> Api {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/kube_api.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(dir.join("api.pem"))
-        .arg(dir.join("api.key"))
-        .args([TOKEN, behaviour])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    Api {
-        port: line.trim().parse().expect("the server prints its port"),
-        _proc: Proc(child),
-    }
-}
-
-struct Cgroup(PathBuf);
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        // The scope, the pod's slice, the test's slice.
-        let mut p = Some(self.0.as_path());
-        for _ in 0..3 {
-            if let Some(d) = p {
-                let _ = std::fs::remove_dir(d);
-                p = d.parent();
-            }
-        }
-    }
+    let (cert, key) = (dir.join("api.pem"), dir.join("api.key"));
+    let (proc, port) = support_script(
+        "kube_api.py",
+        &[
+            cert.as_os_str(),
+            key.as_os_str(),
+            TOKEN.as_ref(),
+            behaviour.as_ref(),
+        ],
+    );
+    Api { _proc: proc, port }
 }
 
 /// A Python HTTP server in the cgroup the kubelet (systemd driver) makes for a container of
 /// pod `WEB_UID`.
 fn server_in_pod(test: &str) -> (Proc, u16, Cgroup) {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    let unified = mounts
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.get(2) == Some(&"cgroup2"))
-        .map(|f| f[1].to_string())
-        .expect("a cgroup2 hierarchy");
     let id = format!("{:064x}", u128::from(std::process::id()) << 32 | 0xbeef);
-    let cg = Cgroup(
-        Path::new(&unified)
-            .join(format!("telegen-{test}-{}.slice", std::process::id()))
-            .join(format!(
-                "kubepods-burstable-pod{}.slice",
-                WEB_UID.replace('-', "_")
-            ))
-            .join(format!("cri-containerd-{id}.scope")),
-    );
-    std::fs::create_dir_all(&cg.0).expect("create a cgroup");
-    let port = free_port();
-    let script = format!(
-        "echo $$ > {} && exec python3 -m http.server {port} --bind 127.0.0.1",
-        cg.0.join("cgroup.procs").display()
-    );
-    let server = Command::new("sh")
-        .args(["-c", &script])
-        .current_dir("/")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 -m http.server");
-    wait_for_port(port, "the server");
-    (Proc(server), port, cg)
+    let cg = Cgroup::new(&[
+        format!("telegen-{test}-{}.slice", std::process::id()),
+        format!("kubepods-burstable-pod{}.slice", WEB_UID.replace('-', "_")),
+        format!("cri-containerd-{id}.scope"),
+    ]);
+    let (server, port) = http_server(&cg.join(), &[]);
+    (server, port, cg)
 }
 
 /// Runs the agent with `[kubernetes]` pointed at `api` (and `extra` TOML) while curl asks
@@ -159,17 +113,7 @@ fn run(dir: &Path, test: &str, api: &Api, extra: &str, port: u16) -> (Vec<Value>
     // The first listing, then the requests.
     std::thread::sleep(Duration::from_millis(800));
     for _ in 0..3 {
-        let ok = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                &format!("http://127.0.0.1:{port}/"),
-            ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        curl_port(port);
     }
     std::thread::sleep(Duration::from_millis(800));
     let (status, _) = terminate(&mut agent, Duration::from_secs(5));

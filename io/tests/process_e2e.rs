@@ -11,20 +11,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
 
-fn curl(port: u16) {
-    let ok = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            &format!("http://127.0.0.1:{port}/"),
-        ])
-        .status()
-        .expect("curl")
-        .success();
-    assert!(ok, "curl port {port}");
-}
-
 /// Builds a Go HTTP server listening on the port given as its argument.
 fn build_go_server(dir: &Path) -> (PathBuf, String) {
     std::fs::create_dir_all(dir).unwrap();
@@ -149,7 +135,7 @@ fn spans_carry_their_process_program_and_runtime() {
 
     for s in [&java_server, &go_server, &py_server, &node_server] {
         for _ in 0..3 {
-            curl(s.port);
+            curl_port(s.port);
         }
     }
     std::thread::sleep(Duration::from_millis(300));

@@ -6,62 +6,23 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use support::*;
 use telegen_core::record::{Record, decode};
 use telegen_core::recording;
 
-struct Cgroup(std::path::PathBuf);
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-        if let Some(parent) = self.0.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
-}
-
-/// `python3 -m http.server` on a free port, in `cgroup` when given.
-fn server(cgroup: Option<&Path>) -> (Proc, u16) {
-    let port = free_port();
-    let join = cgroup
-        .map(|c| format!("echo $$ > {} && ", c.join("cgroup.procs").display()))
-        .unwrap_or_default();
-    let script = format!("{join}exec python3 -m http.server {port} --bind 127.0.0.1");
-    let child = Command::new("sh")
-        .args(["-c", &script])
-        .current_dir("/")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 -m http.server");
-    wait_for_port(port, "a server");
-    (Proc(child), port)
-}
-
 #[test]
 fn excluded_processes_and_ports_cost_no_capture_and_leave_no_trace() {
     assert!(is_root(), "this test loads eBPF programs: run it as root");
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    let unified = mounts
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.get(2) == Some(&"cgroup2"))
-        .map(|f| f[1].to_string())
-        .expect("a cgroup2 hierarchy");
     let id = format!("{:064x}", u128::from(std::process::id()) << 16 | 0xc0de);
-    let cg = Cgroup(
-        Path::new(&unified)
-            .join(format!("telegen-rules-{}.slice", std::process::id()))
-            .join(format!("docker-{id}.scope")),
-    );
-    std::fs::create_dir_all(&cg.0).expect("create a cgroup");
-    let (in_container, container_port) = server(Some(&cg.0));
-    let (excluded_port_server, excluded_port) = server(None);
-    let (traced, traced_port) = server(None);
+    let cg = Cgroup::new(&[
+        format!("telegen-rules-{}.slice", std::process::id()),
+        format!("docker-{id}.scope"),
+    ]);
+    let (in_container, container_port) = http_server(&cg.join(), &[]);
+    let (excluded_port_server, excluded_port) = http_server("", &[]);
+    let (traced, traced_port) = http_server("", &[]);
 
     let dir = scratch("rules", "x");
     let dir = dir.parent().unwrap();
@@ -97,17 +58,7 @@ fn excluded_processes_and_ports_cost_no_capture_and_leave_no_trace() {
     );
     for port in [container_port, excluded_port, traced_port] {
         for _ in 0..3 {
-            let ok = Command::new("curl")
-                .args([
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    &format!("http://127.0.0.1:{port}/"),
-                ])
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "curl port {port}");
+            curl_port(port);
         }
     }
     // A client no rule names: python's urllib, for the traced server's client side.

@@ -525,3 +525,95 @@ pub const PROTOCOL_DROPS: [&str; 4] = [
     "db_table_full",
     "kernel_ring_full",
 ];
+
+/// A cgroup made for a test under the cgroup2 hierarchy, at `parts` (each a directory
+/// below the last); removed, with the directories made for it, when dropped.
+pub struct Cgroup {
+    pub path: PathBuf,
+    made: Vec<PathBuf>,
+}
+
+impl Cgroup {
+    pub fn new(parts: &[String]) -> Cgroup {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let unified = mounts
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.get(2) == Some(&"cgroup2"))
+            .map(|f| f[1].to_string())
+            .expect("a cgroup2 hierarchy (the unified one, or the only one)");
+        let mut path = PathBuf::from(unified);
+        let mut made = Vec::new();
+        for p in parts {
+            path.push(p);
+            made.push(path.clone());
+        }
+        std::fs::create_dir_all(&path).expect("create a cgroup");
+        Cgroup { path, made }
+    }
+
+    /// The shell words that move the shell into this cgroup.
+    pub fn join(&self) -> String {
+        format!("echo $$ > {} && ", self.path.join("cgroup.procs").display())
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for d in self.made.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// `python3 -m http.server` on a free port, run by `sh -c "{prefix}exec …"` with `env`
+/// (a cgroup's `join()`, or nothing).
+pub fn http_server(prefix: &str, env: &[(&str, &str)]) -> (Proc, u16) {
+    let port = free_port();
+    let script = format!("{prefix}exec python3 -m http.server {port} --bind 127.0.0.1");
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script])
+        .current_dir("/")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("python3 -m http.server");
+    wait_for_port(port, "python3 -m http.server");
+    (Proc(child), port)
+}
+
+/// One `curl -s` of `http://127.0.0.1:{port}/`, which must succeed.
+pub fn curl_port(port: u16) {
+    let ok = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{port}/"),
+        ])
+        .status()
+        .expect("curl")
+        .success();
+    assert!(ok, "curl port {port}");
+}
+
+/// A Python helper of `tests/support` run with `args`, which prints its port first.
+pub fn support_script(script: &str, args: &[&std::ffi::OsStr]) -> (Proc, u16) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(script);
+    let mut child = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().parse().expect("the helper prints its port");
+    (Proc(child), port)
+}
