@@ -526,7 +526,8 @@ pub mod defaults {
     pub const KUBE_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
     pub const KUBE_CA_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
     pub const KUBE_REFRESH_MS: u64 = 60_000;
-    pub const KUBE_MAX_PODS: usize = 256;
+    /// The kubelet's default limit of pods per node.
+    pub const KUBE_MAX_PODS: usize = 110;
 }
 
 impl Default for Config {

@@ -454,7 +454,7 @@ fn the_cloud_metadata_probe() {
 fn the_kubernetes_api() {
     let k = config(&[], &[]).kubernetes;
     assert_eq!(k.api, KubeApi::Auto);
-    assert_eq!(k.max_pods, 256);
+    assert_eq!(k.max_pods, 110);
     assert!(k.token_file.ends_with("serviceaccount/token"));
     let f = write(
         "kube.toml",

@@ -13,7 +13,7 @@ use serde_json::Value;
 /// Pods kept per page asked for.
 pub const PAGE: usize = 50;
 /// Labels kept per pod (the first, in the API's order).
-pub const LABELS_CAP: usize = 16;
+pub const LABELS_CAP: usize = 8;
 /// Longest name, namespace, uid or label key or value kept (Kubernetes names are at most
 /// 253 bytes; label values 63).
 pub const VALUE_CAP: usize = 253;
