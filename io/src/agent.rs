@@ -113,6 +113,10 @@ impl Agent {
             capture,
             &config.excluded_ports,
             &telegen_config::kernel_comms(&config.rules),
+            config
+                .rules
+                .iter()
+                .any(|r| r.action == telegen_config::Action::Exclude),
         )?;
         let registry = poll.registry();
         for (i, fd) in kernel.event_fds().into_iter().enumerate() {

@@ -15,11 +15,12 @@ use aya::programs::{TracePoint, UProbe, uprobe::UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use std::os::fd::{AsRawFd, RawFd};
 use telegen_common::{
-    AGENT_TGID_GLOBAL, CloseEvent, DataEvent, EVENTS_MAP, EVENTS_PERF_MAP, EXCLUDED_COMMS_CAP,
-    EXCLUDED_COMMS_GLOBAL, EXCLUDED_MAP, EXCLUDED_PORTS_CAP, EXCLUDED_PORTS_GLOBAL, EXCLUDED_PROBE,
-    EXCLUDED_SLOTS, EXEC_FILENAME_GLOBAL, KERNEL_DROP_REASONS, KERNEL_DROPS_MAP, KernelDrop,
-    SOCK_OFFSETS_GLOBAL, SSL_PROBES, SockOffsets, TRANSPORT_GLOBAL, TRANSPORT_PERF, TRANSPORT_RING,
-    TcpTpOffsets, WAKEUP_BYTES_GLOBAL, excluded_slot,
+    AGENT_TGID_GLOBAL, CloseEvent, DataEvent, EVENTS_MAP, EVENTS_PERF_MAP, EXCLUDED_ANY_GLOBAL,
+    EXCLUDED_COMMS_CAP, EXCLUDED_COMMS_GLOBAL, EXCLUDED_MAP, EXCLUDED_PORTS_CAP,
+    EXCLUDED_PORTS_GLOBAL, EXCLUDED_PROBE, EXCLUDED_SLOTS, EXEC_FILENAME_GLOBAL,
+    KERNEL_DROP_REASONS, KERNEL_DROPS_MAP, KernelDrop, SOCK_OFFSETS_GLOBAL, SSL_PROBES,
+    SockOffsets, TRANSPORT_GLOBAL, TRANSPORT_PERF, TRANSPORT_RING, TcpTpOffsets,
+    WAKEUP_BYTES_GLOBAL, excluded_slot,
 };
 use telegen_config::Transport;
 use telegen_core::reorder::Reorder;
@@ -330,6 +331,7 @@ impl Kernel {
         capture: bool,
         excluded_ports: &[u16],
         excluded_comms: &[String],
+        exclude_processes: bool,
     ) -> Result<Self, String> {
         let perf = match transport {
             Transport::Perf => true,
@@ -388,6 +390,8 @@ impl Kernel {
             slot[..n].copy_from_slice(&c.as_bytes()[..n]);
         }
         loader.override_global(EXCLUDED_COMMS_GLOBAL, &comms, true);
+        let any = u32::from(exclude_processes);
+        loader.override_global(EXCLUDED_ANY_GLOBAL, &any, true);
         let exec_filename = tracefs::read_format(&tracing, "sched", "sched_process_exec")
             .map_err(|e| e.to_string())
             .and_then(|f| exec_filename_offset(&f).map_err(|e| e.to_string()));

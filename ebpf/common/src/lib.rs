@@ -296,6 +296,10 @@ pub const fn excluded_slot(tgid: u32) -> u32 {
     tgid.wrapping_mul(0x9E37_79B1) >> 22
 }
 
+/// Name of the read-only global (u32): 1 when rules may exclude processes, so the programs
+/// look in [`EXCLUDED_MAP`]; 0 (no such rule) spares every call the lookups.
+pub const EXCLUDED_ANY_GLOBAL: &str = "EXCLUDED_ANY";
+
 /// Name of the read-only global `[u16; EXCLUDED_PORTS_CAP]`: local or remote ports whose
 /// sockets are never captured (0: unused).
 pub const EXCLUDED_PORTS_GLOBAL: &str = "EXCLUDED_PORTS";

@@ -429,6 +429,10 @@ fn arg(ctx: &TracePointContext, at: usize) -> u64 {
 static EXCLUDED: Array<u64> =
     Array::with_max_entries(EXCLUDED_SLOTS, aya_ebpf::bindings::BPF_F_MMAPABLE as u32);
 
+/// 1 when the rules may exclude processes by tgid; set by user space before load.
+#[unsafe(no_mangle)]
+static EXCLUDED_ANY: u32 = 0;
+
 /// Ports excluded by the user's rules (0: unused); set by user space before load.
 #[unsafe(no_mangle)]
 static EXCLUDED_PORTS: [u16; EXCLUDED_PORTS_CAP] = [0; EXCLUDED_PORTS_CAP];
@@ -470,6 +474,10 @@ fn ours() -> bool {
                 return true;
             }
         }
+    }
+    // SAFETY: a read-only global that user space sets before load.
+    if unsafe { core::ptr::read_volatile(&EXCLUDED_ANY) } == 0 {
+        return false;
     }
     let first = excluded_slot(tgid);
     for i in 0..EXCLUDED_PROBE {
