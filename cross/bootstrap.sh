@@ -16,6 +16,7 @@ DEB_PKGS=(
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross gcc-aarch64-linux-gnu qemu-user-static bc file
   libc6-dev-arm64-cross systemd openssl nginx curl wrk buildah redis-server redis-tools mosquitto mosquitto-clients
   postgresql python3-psycopg mariadb-server mariadb-client libdbd-mariadb-perl dnsmasq bind9-dnsutils
+  nghttp2-client
   rabbitmq-server golang-go nodejs openjdk-17-jdk-headless
 )
 missing=()
@@ -89,11 +90,12 @@ fi
 # opentelemetry-sdk: an instrumented client for the trace-context test. helm-python-sdk:
 # Helm's Go SDK as a library, to render and lint the chart without a helm binary. pika: the
 # AMQP client of the RabbitMQ test. kafka-python: the Kafka client of the Kafka test, whose
-# broker (io/tests/support/kafka_broker.py) is built on its protocol classes.
-if ! "$VENV/bin/python" -c 'import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2, opentelemetry.sdk.trace, yaml, kubernetes_validate, helm_python, pika, kafka.protocol.api_message' 2>/dev/null; then
-  log "pip install opentelemetry-proto opentelemetry-sdk pyyaml kubernetes-validate helm-python-sdk pika kafka-python"
+# broker (io/tests/support/kafka_broker.py) is built on its protocol classes. grpcio: the
+# gRPC server and client of the HTTP/2 test.
+if ! "$VENV/bin/python" -c 'import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2, opentelemetry.sdk.trace, yaml, kubernetes_validate, helm_python, pika, kafka.protocol.api_message, grpc' 2>/dev/null; then
+  log "pip install opentelemetry-proto opentelemetry-sdk pyyaml kubernetes-validate helm-python-sdk pika kafka-python grpcio"
   "$VENV/bin/pip" install -q opentelemetry-proto opentelemetry-sdk pyyaml kubernetes-validate \
-    'helm-python-sdk==0.2.2' pika 'kafka-python==3.0.12'
+    'helm-python-sdk==0.2.2' pika 'kafka-python==3.0.12' 'grpcio==1.85.3'
 fi
 
 # --- tracefs --------------------------------------------------------------------------------

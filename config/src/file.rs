@@ -261,6 +261,7 @@ struct LimitsFile {
     export_queue_bytes: Option<usize>,
     http_connections: Option<usize>,
     http_exchanges: Option<usize>,
+    http2_connections: Option<usize>,
     span_queue: Option<usize>,
     db_connections: Option<usize>,
 }
@@ -440,6 +441,7 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
         d.export_queue_bytes = l.export_queue_bytes.unwrap_or(d.export_queue_bytes);
         d.http_connections = l.http_connections.unwrap_or(d.http_connections);
         d.http_exchanges = l.http_exchanges.unwrap_or(d.http_exchanges);
+        d.http2_connections = l.http2_connections.unwrap_or(d.http2_connections);
         d.span_queue = l.span_queue.unwrap_or(d.span_queue);
         d.db_connections = l.db_connections.unwrap_or(d.db_connections);
     }

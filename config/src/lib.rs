@@ -218,6 +218,8 @@ pub struct Limits {
     pub http_connections: usize,
     /// HTTP requests waiting for their answers, over all connections.
     pub http_exchanges: usize,
+    /// HTTP/2 descriptors followed at once (each holds two HPACK tables, about 15 KiB).
+    pub http2_connections: usize,
     /// Finished spans waiting for export (the oldest is dropped, and counted, beyond).
     pub span_queue: usize,
     /// Descriptors followed at once by each protocol tracker after HTTP (Redis, MQTT,
@@ -508,6 +510,7 @@ pub mod defaults {
     pub const LISTENERS: usize = 256;
     pub const HTTP_CONNECTIONS: usize = 1_024;
     pub const HTTP_EXCHANGES: usize = 512;
+    pub const HTTP2_CONNECTIONS: usize = 32;
     pub const SPAN_QUEUE: usize = 2_048;
     pub const DB_CONNECTIONS: usize = 64;
     pub const SERIES_PER_METRIC: usize = 1_000;
@@ -568,6 +571,7 @@ impl Default for Config {
                 connections: defaults::CONNECTIONS,
                 http_connections: defaults::HTTP_CONNECTIONS,
                 http_exchanges: defaults::HTTP_EXCHANGES,
+                http2_connections: defaults::HTTP2_CONNECTIONS,
                 db_connections: defaults::DB_CONNECTIONS,
                 span_queue: defaults::SPAN_QUEUE,
                 listeners: defaults::LISTENERS,
@@ -672,6 +676,7 @@ impl Config {
             ("limits.export_queue_bytes", l.export_queue_bytes),
             ("limits.http_connections", l.http_connections),
             ("limits.http_exchanges", l.http_exchanges),
+            ("limits.http2_connections", l.http2_connections),
             ("limits.span_queue", l.span_queue),
             ("limits.db_connections", l.db_connections),
             ("metrics.batch_size", self.metrics.batch_size),

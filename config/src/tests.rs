@@ -186,6 +186,9 @@ fn bad_values_are_refused_with_their_source() {
     let e = run(&["-c", &f], &[]).unwrap_err();
     assert!(e.message.contains("power of two"), "{e}");
     assert_eq!(config(&[], &[]).limits.db_connections, 64);
+    assert_eq!(config(&[], &[]).limits.http2_connections, 32);
+    let f = write("h2.toml", "[limits]\nhttp2_connections = 4\n");
+    assert_eq!(config(&["-c", &f], &[]).limits.http2_connections, 4);
     assert!(config(&[], &[]).dns_spans);
     let f = write("dns.toml", "[dns]\nspans = false\n");
     assert!(!config(&["-c", &f], &[]).dns_spans);

@@ -17,6 +17,7 @@
 //! `Authorization`, `Cookie` and `Set-Cookie` never leave this module.
 
 use crate::fixed_map::FixedMap;
+use crate::http2::{RPC_BOUNDS, RPC_CLIENT_DURATION, RPC_SERVER_DURATION, RpcKey};
 use crate::l7::OperationKey;
 use crate::metrics::{Attr, Attributes, Attrs, Histogram, Kind, MetricDesc, MetricSink, Series};
 pub use crate::record::Protocol;
@@ -123,6 +124,8 @@ impl Sampling {
 pub enum Broken {
     /// The descriptor was closed first.
     Closed,
+    /// An HTTP/2 stream reset with this error code (or refused by a GOAWAY: code 7).
+    Reset(u32),
 }
 
 /// One finished exchange, of any protocol: for Redis `method` is the command, `path` is
@@ -141,7 +144,7 @@ pub struct Span {
     pub path: Path,
     /// 0 when there was no answer.
     pub status: u16,
-    /// `1.0` or `1.1`, as the minor version digit.
+    /// HTTP/1.x: `1.0` or `1.1`, as the minor version digit (see [`Span::protocol_version`]).
     pub minor_version: u8,
     pub broken: Option<Broken>,
     /// A database's error (its first word, `WRONGTYPE`); empty without one.
@@ -164,16 +167,42 @@ impl Span {
         if self.tls { "https" } else { "http" }
     }
 
+    /// `network.protocol.version` of an HTTP or gRPC span.
+    pub fn protocol_version(&self) -> &'static str {
+        match (self.protocol, self.minor_version) {
+            (Protocol::Http2 | Protocol::Grpc, _) => "2",
+            (_, 0) => "1.0",
+            _ => "1.1",
+        }
+    }
+
     /// `error.type`: the status code for 5xx (server) or 4xx/5xx (client), or why the
     /// exchange broke.
     pub fn error_type(&self, out: &mut ErrorType) -> bool {
-        if let Some(Broken::Closed) = self.broken {
-            let _ = out.push_str("connection_closed");
-            return true;
+        match self.broken {
+            Some(Broken::Closed) => {
+                let _ = out.push_str("connection_closed");
+                return true;
+            }
+            Some(Broken::Reset(code)) => {
+                let _ = out.push_str(crate::http2::error_name(code));
+                return true;
+            }
+            None => {}
         }
-        if self.protocol != Protocol::Http {
-            let _ = out.push_str(&self.db_error);
-            return !self.db_error.is_empty();
+        match self.protocol {
+            Protocol::Http | Protocol::Http2 => {}
+            Protocol::Grpc => {
+                let failed = crate::http2::grpc_failed(self.side, self.status);
+                if failed {
+                    let _ = out.push_str(crate::http2::grpc_status_name(self.status));
+                }
+                return failed;
+            }
+            _ => {
+                let _ = out.push_str(&self.db_error);
+                return !self.db_error.is_empty();
+            }
         }
         let failed = match self.side {
             Side::Server => self.status >= 500,
@@ -187,9 +216,14 @@ impl Span {
 
     /// The low-cardinality name: `GET /users/{id}`.
     pub fn name(&self, out: &mut heapless::String<{ PATH_CAP + 20 }>) {
+        if self.protocol == Protocol::Grpc {
+            // `package.Service/Method`, as the RPC conventions name spans.
+            let _ = out.push_str(self.path.strip_prefix('/').unwrap_or(&self.path));
+            return;
+        }
         let _ = out.push_str(&self.method);
         match self.protocol {
-            Protocol::Http => {}
+            Protocol::Http | Protocol::Http2 | Protocol::Grpc => {}
             // Database spans: the operation.
             Protocol::Redis => return,
             // DNS: the record type (`DNS AAAA`); the name is an attribute.
@@ -319,7 +353,8 @@ fn hex_byte(b: &[u8]) -> Option<u8> {
 pub struct RequestKey {
     pub method: Method,
     pub status: u16,
-    pub minor_version: u8,
+    /// `network.protocol.version`.
+    pub version: &'static str,
     pub error: ErrorType,
     pub server_port: u16,
     pub tls: bool,
@@ -339,12 +374,7 @@ impl Attributes for RequestKey {
             "url.scheme",
             if self.tls { "https" } else { "http" },
         ));
-        let v = if self.minor_version == 0 {
-            "1.0"
-        } else {
-            "1.1"
-        };
-        let _ = out.push(Attr::str("network.protocol.version", v));
+        let _ = out.push(Attr::str("network.protocol.version", self.version));
         let _ = out.push(Attr::int("server.port", i64::from(self.server_port)));
         if !self.error.is_empty() {
             let _ = out.push(Attr::str("error.type", &self.error));
@@ -402,6 +432,7 @@ impl HttpLimits {
             + self.spans * core::mem::size_of::<Span>()
             + 2 * Series::<RequestKey, Histogram>::bytes_for(self.series_per_metric)
             + 2 * Series::<OperationKey, Histogram>::bytes_for(self.series_per_metric)
+            + 2 * Series::<RpcKey, Histogram>::bytes_for(self.series_per_metric)
     }
 }
 
@@ -448,6 +479,9 @@ pub struct HttpTracker {
     /// protocol trackers after HTTP record into (one series table per metric).
     db_ops: Series<OperationKey, Histogram>,
     messaging_ops: Series<OperationKey, Histogram>,
+    /// `rpc.server.duration` and `rpc.client.duration` of gRPC calls.
+    rpc_server: Series<RpcKey, Histogram>,
+    rpc_client: Series<RpcKey, Histogram>,
     ids: Ids,
     sampling: Sampling,
 }
@@ -470,6 +504,8 @@ impl HttpTracker {
             client: Series::new(&CLIENT_DURATION, cap, || Histogram::new(&DURATION_BOUNDS)),
             db_ops: Series::new(&crate::redis::CLIENT_DURATION, cap, crate::redis::histogram),
             messaging_ops: Series::new(&crate::mqtt::CLIENT_DURATION, cap, crate::mqtt::histogram),
+            rpc_server: Series::new(&RPC_SERVER_DURATION, cap, || Histogram::new(&RPC_BOUNDS)),
+            rpc_client: Series::new(&RPC_CLIENT_DURATION, cap, || Histogram::new(&RPC_BOUNDS)),
             ids: Ids(seed),
             sampling,
         }
@@ -528,38 +564,7 @@ impl HttpTracker {
         } else {
             Side::Client
         };
-        let s = self.sampling;
-        let (context, parent_span_id) = match (side, carried) {
-            (Side::Server, Some(caller)) => (
-                SpanContext {
-                    trace_id: caller.trace_id,
-                    span_id: self.ids.span_id(),
-                    sampled: s.decide(&caller.trace_id, Some(caller.sampled)),
-                },
-                caller.span_id,
-            ),
-            // The client already propagates these ids: its span is the one they name, and
-            // the flags it sends are its decision.
-            (Side::Client, Some(own)) => (
-                SpanContext {
-                    sampled: s.decide(&own.trace_id, Some(own.sampled)),
-                    ..own
-                },
-                [0; 8],
-            ),
-            (Side::Client, None) => match self.serving.get(&r.task.tid).copied() {
-                Some(parent) => (
-                    SpanContext {
-                        trace_id: parent.trace_id,
-                        span_id: self.ids.span_id(),
-                        sampled: s.decide(&parent.trace_id, Some(parent.sampled)),
-                    },
-                    parent.span_id,
-                ),
-                None => (self.new_root(), [0; 8]),
-            },
-            (Side::Server, None) => (self.new_root(), [0; 8]),
-        };
+        let (context, parent_span_id) = self.request_context(side, carried, r.task.tid);
         let key = conn_key(r.task.tgid, r.fd);
         let process = Process {
             pid: r.task.tgid,
@@ -616,6 +621,38 @@ impl HttpTracker {
         if side == Side::Server {
             // Without room the thread's client calls start their own traces: not a loss.
             let _ = self.serving.insert(r.task.tid, context);
+        }
+    }
+
+    /// The context of a request this process reads (`Server`) or writes (`Client`) on
+    /// thread `tid`, carrying `carried` (its `traceparent`), and its parent span id.
+    pub(crate) fn request_context(
+        &mut self,
+        side: Side,
+        carried: Option<SpanContext>,
+        tid: u32,
+    ) -> (SpanContext, [u8; 8]) {
+        let s = self.sampling;
+        match (side, carried) {
+            (Side::Server, Some(caller)) => (
+                SpanContext {
+                    trace_id: caller.trace_id,
+                    span_id: self.ids.span_id(),
+                    sampled: s.decide(&caller.trace_id, Some(caller.sampled)),
+                },
+                caller.span_id,
+            ),
+            // The client already propagates these ids: its span is the one they name, and
+            // the flags it sends are its decision.
+            (Side::Client, Some(own)) => (
+                SpanContext {
+                    sampled: s.decide(&own.trace_id, Some(own.sampled)),
+                    ..own
+                },
+                [0; 8],
+            ),
+            (Side::Client, None) => self.client_context(tid),
+            (Side::Server, None) => self.root_context(),
         }
     }
 
@@ -714,23 +751,43 @@ impl HttpTracker {
             remote_port: conn.remote_port,
             process: conn.process,
         };
-        let mut error = heapless::String::new();
-        span.error_type(&mut error);
-        let key = RequestKey {
-            method: span.method.clone(),
-            status,
-            minor_version: span.minor_version,
-            error,
-            server_port: span.server().1,
-            tls: span.tls,
-            process: conn.process,
-        };
-        let secs = (span.end_ns - span.start_ns) as f64 / 1e9;
-        let series = match conn.side {
-            Side::Server => &mut self.server,
-            Side::Client => &mut self.client,
-        };
-        series.point(key).0.record(secs);
+        self.complete(span, drops);
+    }
+
+    /// Ends an HTTP or gRPC exchange: a sample in its duration histogram, and the span in
+    /// the queue.
+    pub(crate) fn complete(&mut self, span: Span, drops: &mut AgentCounters) {
+        let nanos = (span.end_ns - span.start_ns) as f64;
+        if span.protocol == Protocol::Grpc {
+            let key = RpcKey {
+                path: span.path.clone(),
+                status: span.status,
+                server_port: span.server().1,
+                process: span.process,
+            };
+            let series = match span.side {
+                Side::Server => &mut self.rpc_server,
+                Side::Client => &mut self.rpc_client,
+            };
+            series.point(key).0.record(nanos / 1e6);
+        } else {
+            let mut error = heapless::String::new();
+            span.error_type(&mut error);
+            let key = RequestKey {
+                method: span.method.clone(),
+                status: span.status,
+                version: span.protocol_version(),
+                error,
+                server_port: span.server().1,
+                tls: span.tls,
+                process: span.process,
+            };
+            let series = match span.side {
+                Side::Server => &mut self.server,
+                Side::Client => &mut self.client,
+            };
+            series.point(key).0.record(nanos / 1e9);
+        }
         self.push_span(span, drops);
     }
 
@@ -784,6 +841,8 @@ impl HttpTracker {
         self.client.report(sink);
         self.db_ops.report(sink);
         self.messaging_ops.report(sink);
+        self.rpc_server.report(sink);
+        self.rpc_client.report(sink);
     }
 }
 

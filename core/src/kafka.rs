@@ -45,9 +45,10 @@ pub const IN_FLIGHT: usize = 8;
 pub fn starts_request(b: &[u8]) -> bool {
     match b {
         [0, 0, _, _, 0, key, 0, v, ..] => match i16::from(*key) {
-            PRODUCE | FETCH | API_VERSIONS => *v <= 20,
-            // Metadata v0 would read as a PostgreSQL startup message.
-            METADATA => (1..=20).contains(v),
+            FETCH | API_VERSIONS => *v <= 20,
+            // Metadata v0 would read as a PostgreSQL startup message, Produce v0 (no client
+            // since Kafka 0.9 sends it) as an HTTP/2 SETTINGS, WINDOW_UPDATE or DATA frame.
+            PRODUCE | METADATA => (1..=20).contains(v),
             _ => false,
         },
         _ => false,
@@ -660,6 +661,9 @@ mod tests {
         assert!(!starts_request(&request(METADATA, 0, &[])));
         assert!(starts_request(&request(API_VERSIONS, 3, &[])));
         assert!(!starts_request(b"\0\0\0\x10\0\x13\0\x01"));
+        // nginx's first HTTP/2 write: a SETTINGS frame, no Produce v0.
+        assert!(!starts_request(b"\0\0\x12\x04\0\0\0\0\0"));
+        assert!(starts_request(&request(PRODUCE, 3, &[])));
         let _ = String::new();
     }
 

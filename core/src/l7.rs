@@ -92,7 +92,7 @@ impl Attributes for OperationKey {
                     let _ = out.push(Attr::str("messaging.operation.type", t));
                 }
             }
-            Protocol::Http | Protocol::Dns => {}
+            _ => {}
         }
         let _ = out.push(Attr::int("server.port", i64::from(self.server_port)));
         if !self.error.is_empty() {

@@ -4,6 +4,7 @@
 use crate::amqp::AmqpTracker;
 use crate::dns::DnsTracker;
 use crate::http::HttpTracker;
+use crate::http2::Http2Tracker;
 use crate::kafka::KafkaTracker;
 use crate::metrics::MetricSink;
 use crate::mqtt::MqttTracker;
@@ -19,6 +20,7 @@ pub struct Trackers {
     pub tcp: TcpTracker,
     /// HTTP exchanges, and the span queue of every protocol.
     pub http: HttpTracker,
+    pub http2: Http2Tracker,
     pub redis: RedisTracker,
     pub mqtt: MqttTracker,
     pub postgres: PostgresTracker,
@@ -30,11 +32,12 @@ pub struct Trackers {
 
 impl Trackers {
     /// The trackers around `tcp` and `http`, each protocol after HTTP following up to
-    /// `connections` descriptors (and DNS as many queries), each metric up to
-    /// `series_per_metric` series; `dns_spans`: a span per DNS lookup.
+    /// `connections` descriptors (and DNS as many queries; HTTP/2 `http2_connections`),
+    /// each metric up to `series_per_metric` series; `dns_spans`: a span per DNS lookup.
     pub fn new(
         tcp: TcpTracker,
         http: HttpTracker,
+        http2_connections: usize,
         connections: usize,
         series_per_metric: usize,
         dns_spans: bool,
@@ -43,6 +46,7 @@ impl Trackers {
         Self {
             tcp,
             http,
+            http2: Http2Tracker::new(http2_connections),
             redis: RedisTracker::new(c),
             mqtt: MqttTracker::new(c),
             postgres: PostgresTracker::new(c),
@@ -118,11 +122,13 @@ pub fn on_record<'a>(
                 Protocol::Dns => t.dns.on_data(&r, &mut t.http, counters),
                 Protocol::Amqp => t.amqp.on_data(&r, &mut t.http, counters),
                 Protocol::Kafka => t.kafka.on_data(&r, &mut t.http, counters),
+                Protocol::Http2 | Protocol::Grpc => t.http2.on_data(&r, &mut t.http, counters),
             }
         }
         Ok(Record::Close(r)) => {
             counters.events += 1;
             t.http.on_close(&r, counters);
+            t.http2.on_close(&r, &mut t.http, counters);
             t.redis.on_close(&r, &mut t.http, counters);
             t.mqtt.on_close(&r, &mut t.http, counters);
             t.postgres.on_close(&r, &mut t.http, counters);
@@ -171,7 +177,7 @@ pub(crate) fn replay(recording: &[u8]) -> (alloc::vec::Vec<crate::http::Span>, A
         parent_based: true,
         root: RootSampling::AlwaysOn,
     };
-    let mut t = Trackers::new(tcp, HttpTracker::new(limits, 1, sampling), 16, 64, true);
+    let mut t = Trackers::new(tcp, HttpTracker::new(limits, 1, sampling), 4, 16, 64, true);
     let mut counters = AgentCounters::default();
     for r in crate::recording::records(recording).expect("a recording") {
         let r = r.expect("a whole record");

@@ -180,6 +180,10 @@ pub enum Protocol {
     Dns,
     Amqp,
     Kafka,
+    /// HTTP/2 (records, and the spans of its requests that are not gRPC calls).
+    Http2,
+    /// gRPC over HTTP/2 (spans only: its records say [`Protocol::Http2`]).
+    Grpc,
 }
 
 impl Protocol {
@@ -190,7 +194,7 @@ impl Protocol {
             Self::Postgres => Some("postgresql"),
             Self::Mysql => Some("mysql"),
             Self::Mariadb => Some("mariadb"),
-            Self::Http | Self::Mqtt | Self::Dns | Self::Amqp | Self::Kafka => None,
+            _ => None,
         }
     }
 
@@ -358,6 +362,7 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
                     fl if fl & data_flags::DNS != 0 => Protocol::Dns,
                     fl if fl & data_flags::AMQP != 0 => Protocol::Amqp,
                     fl if fl & data_flags::KAFKA != 0 => Protocol::Kafka,
+                    fl if fl & data_flags::HTTP2 != 0 => Protocol::Http2,
                     _ => Protocol::Http,
                 },
                 data: &buf[104..104 + captured as usize],

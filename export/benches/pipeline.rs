@@ -235,6 +235,7 @@ fn replay() {
                 root: RootSampling::AlwaysOn,
             },
         ),
+        32,
         128,
         1000,
         true,

@@ -43,7 +43,12 @@ impl ConsoleSink {
             out,
             "span {kind} {name} {} {:.3}ms {}[{}] {server}:{port} trace={} span={}",
             match s.protocol {
-                telegen_core::record::Protocol::Http => s.status.to_string(),
+                telegen_core::record::Protocol::Http | telegen_core::record::Protocol::Http2 => {
+                    s.status.to_string()
+                }
+                telegen_core::record::Protocol::Grpc => {
+                    telegen_core::http2::grpc_status_name(s.status).to_string()
+                }
                 telegen_core::record::Protocol::Mqtt => "mqtt".to_string(),
                 telegen_core::record::Protocol::Dns => "dns".to_string(),
                 telegen_core::record::Protocol::Amqp => "amqp".to_string(),

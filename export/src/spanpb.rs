@@ -10,6 +10,7 @@ use crate::otlp::SCOPE_NAME;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use telegen_core::cgroup::Container;
 use telegen_core::http::{Protocol, Span};
+use telegen_core::http2::rpc_names;
 use telegen_core::record::{IpAddr, comm_str};
 use telegen_core::tcp::{Process, Side};
 
@@ -331,12 +332,19 @@ fn write_span(out: &mut Vec<u8>, s: &Span, unix_offset_ns: u64) {
     let (server, server_port) = s.server();
     let (client, client_port) = s.client();
     match s.protocol {
-        Protocol::Http => {
-            let version = if s.minor_version == 0 { "1.0" } else { "1.1" };
+        Protocol::Http | Protocol::Http2 => {
             kv_str(out, 9, "http.request.method", &s.method);
             kv_str(out, 9, "url.path", &s.path);
             kv_str(out, 9, "url.scheme", s.scheme());
-            kv_str(out, 9, "network.protocol.version", version);
+            kv_str(out, 9, "network.protocol.version", s.protocol_version());
+        }
+        Protocol::Grpc => {
+            let (service, method) = rpc_names(&s.path);
+            kv_str(out, 9, "rpc.system", "grpc");
+            kv_str(out, 9, "rpc.service", service);
+            kv_str(out, 9, "rpc.method", method);
+            kv_int(out, 9, "rpc.grpc.status_code", i64::from(s.status));
+            kv_str(out, 9, "network.protocol.version", s.protocol_version());
         }
         Protocol::Redis | Protocol::Postgres | Protocol::Mysql | Protocol::Mariadb => {
             let system = s.protocol.db_system().unwrap_or_default();
@@ -374,7 +382,7 @@ fn write_span(out: &mut Vec<u8>, s: &Span, unix_offset_ns: u64) {
     kv_int(out, 9, "server.port", i64::from(server_port));
     kv_str(out, 9, "client.address", &addr(client));
     kv_int(out, 9, "client.port", i64::from(client_port));
-    if s.status != 0 {
+    if s.status != 0 && s.protocol != Protocol::Grpc {
         kv_int(out, 9, "http.response.status_code", i64::from(s.status));
     }
     let mut error = heapless::String::new();

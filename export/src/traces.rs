@@ -32,14 +32,24 @@ pub fn otlp_span(s: &Span, unix_offset_ns: u64) -> OtlpSpan {
     s.name(&mut name);
     let (server, server_port) = s.server();
     let (client, client_port) = s.client();
-    let version = if s.minor_version == 0 { "1.0" } else { "1.1" };
+    let version = s.protocol_version();
     let mut attributes = match s.protocol {
-        Protocol::Http => vec![
+        Protocol::Http | Protocol::Http2 => vec![
             kv_str("http.request.method", &s.method),
             kv_str("url.path", &s.path),
             kv_str("url.scheme", s.scheme()),
             kv_str("network.protocol.version", version),
         ],
+        Protocol::Grpc => {
+            let (service, method) = telegen_core::http2::rpc_names(&s.path);
+            vec![
+                kv_str("rpc.system", "grpc"),
+                kv_str("rpc.service", service),
+                kv_str("rpc.method", method),
+                kv_int("rpc.grpc.status_code", i64::from(s.status)),
+                kv_str("network.protocol.version", version),
+            ]
+        }
         Protocol::Redis | Protocol::Postgres | Protocol::Mysql | Protocol::Mariadb => {
             let mut a = vec![kv_str(
                 "db.system.name",
@@ -88,7 +98,7 @@ pub fn otlp_span(s: &Span, unix_offset_ns: u64) -> OtlpSpan {
         kv_str("client.address", &client.to_string()),
         kv_int("client.port", i64::from(client_port)),
     ]);
-    if s.status != 0 {
+    if s.status != 0 && s.protocol != Protocol::Grpc {
         attributes.push(kv_int("http.response.status_code", i64::from(s.status)));
     }
     let mut error = heapless::String::new();

@@ -230,6 +230,7 @@ impl Agent {
         let t = Trackers::new(
             tracker,
             http,
+            config.limits.http2_connections,
             config.limits.db_connections,
             config.limits.series_per_metric,
             config.dns_spans,

@@ -34,6 +34,10 @@ pub fn budget(config: &Config) -> Budget {
         "HTTP tables, span queue, duration series",
         Agent::http_limits(config).bytes(),
     );
+    b.add(
+        "HTTP/2 connections and their HPACK tables",
+        telegen_core::http2::Http2Tracker::bytes(config.limits.http2_connections),
+    );
     let protocols = telegen_core::pipeline::Trackers::protocol_bytes(
         config.limits.db_connections,
         config.limits.series_per_metric,

@@ -156,6 +156,41 @@ const CAPTURE_PROGRAMS: [(&str, &str); 23] = [
     ("sched", "sched_process_exit"),
 ];
 
+/// The program an HTTP/2 call's exit tail-calls to gather its iovec buffers (not attached).
+const GATHER_PROGRAM: &str = "gather_http2";
+const GATHER_PROGS_MAP: &str = "GATHER_PROGS";
+
+/// Loads the HTTP/2 gathering program into its program array, before the programs that
+/// tail-call it are attached; without it those calls are captured from their first
+/// buffer only.
+fn install_gather(ebpf: &mut Ebpf) {
+    let installed = (|| -> Result<(), String> {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(GATHER_PROGRAM)
+            .ok_or("program missing from the object")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        prog.load()
+            .map_err(|e| format!("the verifier refused it: {e}"))?;
+        let fd = prog
+            .fd()
+            .map_err(|e| e.to_string())?
+            .try_clone()
+            .map_err(|e| e.to_string())?;
+        let map = ebpf
+            .map_mut(GATHER_PROGS_MAP)
+            .ok_or("program array missing")?;
+        let mut array = aya::maps::ProgramArray::try_from(map).map_err(|e| e.to_string())?;
+        array.set(0, &fd, 0).map_err(|e| e.to_string())
+    })();
+    if let Err(e) = installed {
+        log::warn!(
+            "{GATHER_PROGRAM}: {e}; HTTP/2 calls that move several buffers are captured from \
+             their first buffer only (gRPC spans may be lost, counted as protocol_desync)"
+        );
+    }
+}
+
 /// The OpenSSL uprobes, on every libssl found; a library without a symbol (the `_ex` forms
 /// came with OpenSSL 1.1.1) is skipped for that symbol only.
 fn attach_tls(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) {
@@ -210,6 +245,7 @@ fn verify_capture(ebpf: &mut Ebpf) -> (usize, usize) {
     let names = CAPTURE_PROGRAMS
         .iter()
         .map(|(_, n)| *n)
+        .chain([GATHER_PROGRAM])
         .chain(SSL_PROBES.iter().map(|(p, _)| *p));
     let mut total = 0;
     for name in names {
@@ -448,6 +484,7 @@ impl Kernel {
                  ({verified} of its {total} programs pass this kernel's verifier)"
             );
         } else if capture {
+            install_gather(&mut ebpf);
             let mut missing = Vec::new();
             for (group, name) in CAPTURE_PROGRAMS {
                 match attach_capture(&mut ebpf, group, name) {

@@ -422,6 +422,7 @@ fn replay(path: &Path, port: u16) -> Vec<(Side, u16, usize)> {
                 root: RootSampling::AlwaysOn,
             },
         ),
+        4,
         16,
         100,
         true,

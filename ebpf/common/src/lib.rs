@@ -193,6 +193,9 @@ pub mod data_flags {
     pub const AMQP: u16 = 64;
     /// The descriptor speaks Kafka: every call on it is captured.
     pub const KAFKA: u16 = 128;
+    /// The descriptor speaks HTTP/2 (its client sent the connection preface): every call
+    /// on it is captured, gathered over the call's buffers.
+    pub const HTTP2: u16 = 256;
 }
 
 /// The ports MQTT brokers listen on (plain, TLS): a descriptor on one of them is MQTT.

@@ -18,7 +18,7 @@ use aya_ebpf::{
         bpf_probe_read_user,
     },
     macros::{map, tracepoint, uprobe, uretprobe},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerfEventArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerfEventArray, ProgramArray, RingBuf},
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use telegen_common::{
@@ -352,9 +352,21 @@ static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(8192, 0);
 #[map(name = "CAPTURED_FDS")]
 static CAPTURED_FDS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
 
-/// Room to build a [`DataEvent`], larger than the BPF stack.
+/// Room to build a [`DataEvent`], larger than the BPF stack; `slack` lets the verifier
+/// see that a copy of at most [`DATA_CAP`] bytes at an offset below [`DATA_CAP`] stays in
+/// the value (what [`gather`] does).
+#[repr(C)]
+struct DataScratch {
+    event: DataEvent,
+    slack: [u8; DATA_CAP],
+}
+
 #[map(name = "DATA_SCRATCH")]
-static DATA_SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+static DATA_SCRATCH: PerCpuArray<DataScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Buffers of one call's iovec array that [`gather`] copies at most (gRPC writes each
+/// header name and value of a block from a buffer of its own).
+const IOV_GATHERED: u64 = 32;
 
 const FD_HTTP: u8 = 1;
 const FD_REDIS: u8 = 2;
@@ -364,6 +376,7 @@ const FD_MYSQL: u8 = 5;
 const FD_DNS: u8 = 6;
 const FD_AMQP: u8 = 7;
 const FD_KAFKA: u8 = 8;
+const FD_HTTP2: u8 = 9;
 
 /// `CAPTURED_FDS` key of this process's descriptor `fd`.
 #[inline(always)]
@@ -383,37 +396,55 @@ fn fd_protocol(fd: u32) -> u8 {
 /// What `len` bytes at `buf`, moved on `fd`, are: a protocol to capture, or 0.
 #[inline(always)]
 fn protocol_of(fd: u32, buf: u64, len: u64) -> u8 {
-    if len >= 8
-        && let Some(h) = peek(buf)
-    {
-        if looks_like_http(&h) {
-            return FD_HTTP;
-        }
-        if looks_like_resp_command(&h) {
-            return FD_REDIS;
-        }
-        if looks_like_mqtt_connect(&h) {
-            return FD_MQTT;
-        }
-        if looks_like_postgres_startup(&h) {
-            return FD_POSTGRES;
-        }
-        if looks_like_mysql_handshake(&h) {
-            return FD_MYSQL;
-        }
-        if h == *b"AMQP\x00\x00\x09\x01" {
-            return FD_AMQP;
-        }
-        if looks_like_kafka_request(&h) {
-            return FD_KAFKA;
-        }
+    let seen = first_bytes_protocol(buf, len);
+    if seen == FD_HTTP || seen == FD_HTTP2 {
+        return seen;
     }
     if len > 0 {
-        // Every protocol but HTTP: its messages can be a few bytes of anything.
+        // Every protocol but HTTP/1: its messages can be a few bytes of anything. An
+        // HTTP/2 frame can start like a binary protocol's message (a SETTINGS frame reads
+        // as a Kafka request): a descriptor's HTTP/2 stays.
         let tagged = fd_protocol(fd);
-        if tagged > FD_HTTP {
+        if tagged == FD_HTTP2 || (seen == 0 && tagged > FD_HTTP) {
             return tagged;
         }
+    }
+    seen
+}
+
+/// The protocol the first bytes of a call open, or 0.
+#[inline(always)]
+fn first_bytes_protocol(buf: u64, len: u64) -> u8 {
+    if len < 8 {
+        return 0;
+    }
+    let Some(h) = peek(buf) else {
+        return 0;
+    };
+    if looks_like_http(&h) {
+        return FD_HTTP;
+    }
+    // The start of HTTP/2's connection preface (`PRI * HTTP/2.0`).
+    if h == *b"PRI * HT" {
+        return FD_HTTP2;
+    }
+    if looks_like_resp_command(&h) {
+        return FD_REDIS;
+    }
+    if looks_like_mqtt_connect(&h) {
+        return FD_MQTT;
+    }
+    if looks_like_postgres_startup(&h) {
+        return FD_POSTGRES;
+    }
+    if looks_like_mysql_handshake(&h) {
+        return FD_MYSQL;
+    }
+    if h == *b"AMQP\x00\x00\x09\x01" {
+        return FD_AMQP;
+    }
+    if looks_like_kafka_request(&h) {
+        return FD_KAFKA;
     }
     0
 }
@@ -555,13 +586,14 @@ fn looks_like_mysql_handshake(b: &[u8; 8]) -> bool {
 
 /// Whether the first bytes are a request a Kafka client opens a connection with: a size
 /// under 64 KiB, then ApiVersions, Metadata (v1 on: v0 reads as a PostgreSQL startup),
-/// Produce or Fetch, at a version up to 20.
+/// Produce (v1 on, as every client since Kafka 0.9: v0 reads as an HTTP/2 SETTINGS,
+/// WINDOW_UPDATE or DATA frame) or Fetch, at a version up to 20.
 #[inline(always)]
 fn looks_like_kafka_request(b: &[u8; 8]) -> bool {
     match b {
         [0, 0, _, _, 0, key, 0, v] => match *key {
-            0 | 1 | 18 => *v <= 20,
-            3 => *v >= 1 && *v <= 20,
+            1 | 18 => *v <= 20,
+            0 | 3 => *v >= 1 && *v <= 20,
             _ => false,
         },
         _ => false,
@@ -602,10 +634,17 @@ fn first_buffer(ptr: u64, how: u32, plain_len: u64) -> Option<(u64, u64)> {
 /// The second buffer of an iovec array: `(base, len)`.
 #[inline(always)]
 fn second_iov(iov: u64) -> Option<(u64, u64)> {
+    iov_at(iov, 1)
+}
+
+/// Buffer `i` of an iovec array: `(base, len)`.
+#[inline(always)]
+fn iov_at(iov: u64, i: u64) -> Option<(u64, u64)> {
+    let at = iov + i * 16;
     // SAFETY: bpf_probe_read_user copes with any address.
-    let base = unsafe { bpf_probe_read_user((iov + 16) as *const u64) }.ok()?;
+    let base = unsafe { bpf_probe_read_user(at as *const u64) }.ok()?;
     // SAFETY: as above.
-    let len = unsafe { bpf_probe_read_user((iov + 24) as *const u64) }.ok()?;
+    let len = unsafe { bpf_probe_read_user((at + 8) as *const u64) }.ok()?;
     Some((base, len))
 }
 
@@ -767,7 +806,7 @@ fn ssl_return(ctx: &RetProbeContext) -> u32 {
     } else {
         ret as u64
     };
-    finish(capture(ctx, &t.call, t.call.ptr, moved, moved))
+    finish(capture(ctx, &t.call, t.call.ptr, moved, moved, false))
 }
 
 #[uprobe]
@@ -827,7 +866,7 @@ fn exit_call(ctx: &TracePointContext, dns_pairs: bool) -> u32 {
         return 0;
     };
     let len = if len < ret as u64 { len } else { ret as u64 };
-    let mut result = capture(ctx, &p, buf, len, ret as u64);
+    let mut result = capture(ctx, &p, buf, len, ret as u64, true);
     if dns_pairs && len == 2 && p.how == IOVEC && fd_protocol(p.fd) == FD_DNS {
         // Buffers 2 and 3: `second_iov` reads the iovec after the one it is given.
         if let Some((b2, l2)) = second_iov(p.ptr + 16)
@@ -838,7 +877,7 @@ fn exit_call(ctx: &TracePointContext, dns_pairs: bool) -> u32 {
                 ptr: p.ptr + 32,
                 ..p
             };
-            result = result.and(capture(ctx, &pair, b2, 2, 2 + l3));
+            result = result.and(capture(ctx, &pair, b2, 2, 2 + l3, false));
         }
     }
     finish(result)
@@ -876,7 +915,7 @@ fn exit_mmsg(ctx: &TracePointContext) -> u32 {
         } else {
             u64::from(moved)
         };
-        result = result.and(capture(ctx, &p, buf, len, u64::from(moved)));
+        result = result.and(capture(ctx, &p, buf, len, u64::from(moved), false));
     }
     finish(result)
 }
@@ -888,7 +927,9 @@ fn read_sock<T>(sock: u64, at: u32) -> Result<T, KernelDrop> {
         .map_err(|_| KernelDrop::ReadFailed)
 }
 
-/// Captures up to [`DATA_CAP`] of the `len` bytes at `buf` if a protocol tracer wants them.
+/// Captures up to [`DATA_CAP`] of the `len` bytes at `buf` if a protocol tracer wants them;
+/// `gathers`: an HTTP/2 call's iovec buffers are gathered (a constant, so that programs
+/// that never see HTTP/2 iovecs stay within the verifier's budget).
 #[inline(always)]
 fn capture<C: EbpfContext>(
     ctx: &C,
@@ -896,6 +937,7 @@ fn capture<C: EbpfContext>(
     buf: u64,
     len: u64,
     moved: u64,
+    gathers: bool,
 ) -> Result<(), KernelDrop> {
     // SAFETY: a read-only global that user space sets before load.
     let off = unsafe { core::ptr::read_volatile(&SOCK_OFFSETS) };
@@ -905,7 +947,7 @@ fn capture<C: EbpfContext>(
         if remote != DNS_PORT {
             return Ok(());
         }
-        return emit_data(ctx, p, buf, len, moved, FD_DNS, &off);
+        return emit_data(ctx, p, buf, len, moved, FD_DNS, &off, false);
     }
     let mut protocol = protocol_of(p.fd, buf, len);
     if protocol == 0 && len > 0 {
@@ -923,12 +965,13 @@ fn capture<C: EbpfContext>(
     if protocol == 0 {
         return Ok(());
     }
-    emit_data(ctx, p, buf, len, moved, protocol, &off)
+    emit_data(ctx, p, buf, len, moved, protocol, &off, gathers)
 }
 
 /// Sends a record of up to [`DATA_CAP`] of the `len` bytes at `buf`, moved on a socket
-/// carrying `protocol`.
+/// carrying `protocol` (see [`capture`] for `gathers`).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn emit_data<C: EbpfContext>(
     ctx: &C,
     p: &Pending,
@@ -937,20 +980,43 @@ fn emit_data<C: EbpfContext>(
     moved: u64,
     protocol: u8,
     off: &SockOffsets,
+    gathers: bool,
 ) -> Result<(), KernelDrop> {
-    let Some(event) = DATA_SCRATCH.get_ptr_mut(0) else {
+    let Some(scratch) = DATA_SCRATCH.get_ptr_mut(0) else {
         return Ok(());
     };
-    // SAFETY: this CPU's slot of a per-CPU array; tracepoint programs do not nest on a CPU.
-    let event = unsafe { &mut *event };
     let mut n = len;
     if n > DATA_CAP as u64 {
         n = DATA_CAP as u64;
     }
+    // HTTP/2 writers put frame headers and payloads in buffers of their own.
+    let iov = match p.how {
+        _ if !gathers || protocol != FD_HTTP2 => 0,
+        IOVEC => p.ptr,
+        // struct user_msghdr: msg_iov at 16.
+        // SAFETY: bpf_probe_read_user copes with any address.
+        MSGHDR => unsafe { bpf_probe_read_user((p.ptr + 16) as *const u64) }.unwrap_or(0),
+        _ => 0,
+    };
+    if iov != 0
+        && let Some(call) = GATHER_CALL.get_ptr_mut(0)
+    {
+        // The gathering program goes on from here (it needs a verifier budget of its own);
+        // the tail call returns only when it could not be made.
+        // SAFETY: this CPU's slot of a per-CPU array.
+        unsafe {
+            *call = GatherCall {
+                pending: *p,
+                iov,
+                moved,
+            };
+            GATHER_PROGS.tail_call(ctx, 0);
+        }
+    }
     // SAFETY: `n` is at most the destination's size; the helper copes with any source.
     let rc = unsafe {
         aya_ebpf::helpers::generated::bpf_probe_read_user(
-            event.data.as_mut_ptr().cast(),
+            (*scratch).event.data.as_mut_ptr().cast(),
             n as u32,
             buf as *const core::ffi::c_void,
         )
@@ -958,6 +1024,8 @@ fn emit_data<C: EbpfContext>(
     if rc < 0 {
         return Err(KernelDrop::ReadFailed);
     }
+    // SAFETY: this CPU's slot of a per-CPU array; tracepoint programs do not nest on a CPU.
+    let event = unsafe { &mut (*scratch).event };
     if p.how == IOVEC && n == 2 && moved > 2 {
         // A two-byte length in its own buffer (DNS over TCP, as resolvers write it): the
         // message in the next buffer goes with it.
@@ -982,6 +1050,21 @@ fn emit_data<C: EbpfContext>(
     if n > DATA_CAP as u64 {
         n = DATA_CAP as u64;
     }
+    send_data(ctx, event, p, n, moved, protocol, off)
+}
+
+/// Fills in the connection and the header of the record whose first `n` bytes of data are
+/// in place, and sends it.
+#[inline(always)]
+fn send_data<C: EbpfContext>(
+    ctx: &C,
+    event: &mut DataEvent,
+    p: &Pending,
+    n: u64,
+    moved: u64,
+    protocol: u8,
+    off: &SockOffsets,
+) -> Result<(), KernelDrop> {
     let family: u16 = read_sock(p.sock, off.family)?;
     if family == AF_INET {
         let s: [u8; 4] = read_sock(p.sock, off.rcv_saddr)?;
@@ -1010,6 +1093,7 @@ fn emit_data<C: EbpfContext>(
             FD_DNS => data_flags::DNS,
             FD_AMQP => data_flags::AMQP,
             FD_KAFKA => data_flags::KAFKA,
+            FD_HTTP2 => data_flags::HTTP2,
             _ => 0,
         };
     event.sock = p.sock;
@@ -1032,6 +1116,91 @@ fn emit_data<C: EbpfContext>(
     let size = DATA_HEADER as u64 + n;
     event.header.size = size as u32;
     emit_prefix(ctx, &*event, size)
+}
+
+/// What [`gather_http2`] is handed by the program that tail-calls it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GatherCall {
+    pending: Pending,
+    iov: u64,
+    moved: u64,
+}
+
+#[map(name = "GATHER_CALL")]
+static GATHER_CALL: PerCpuArray<GatherCall> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot 0: [`gather_http2`], set by user space.
+#[map(name = "GATHER_PROGS")]
+static GATHER_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Tail-called by a syscall's exit program for an HTTP/2 call that moved an iovec array:
+/// gathers its buffers (up to [`IOV_GATHERED`]) into one record and sends it. Not attached.
+#[tracepoint]
+pub fn gather_http2(ctx: TracePointContext) -> u32 {
+    let (Some(call), Some(scratch)) = (GATHER_CALL.get_ptr(0), DATA_SCRATCH.get_ptr_mut(0)) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot, written by the caller just before the tail call.
+    let call = unsafe { *call };
+    let n = gather(scratch, call.iov, call.moved);
+    // SAFETY: a read-only global that user space sets before load.
+    let off = unsafe { core::ptr::read_volatile(&SOCK_OFFSETS) };
+    // SAFETY: this CPU's slot of a per-CPU array; tracepoint programs do not nest on a CPU.
+    let event = unsafe { &mut (*scratch).event };
+    finish(send_data(
+        &ctx,
+        event,
+        &call.pending,
+        n,
+        call.moved,
+        FD_HTTP2,
+        &off,
+    ))
+}
+
+/// Copies the buffers of the iovec array at `iov` into the record's data, in order, until
+/// `moved` bytes or [`DATA_CAP`] are there; returns how many.
+#[inline(always)]
+fn gather(scratch: *mut DataScratch, iov: u64, moved: u64) -> u64 {
+    // Shaped for the verifier: every path that clamps `m` ends at the next iteration's
+    // check, so the paths it follows grow with the iterations, not exponentially.
+    let limit = if moved < DATA_CAP as u64 {
+        moved
+    } else {
+        DATA_CAP as u64
+    };
+    let mut n: u64 = 0;
+    for i in 0..IOV_GATHERED {
+        if n >= limit {
+            break;
+        }
+        let Some((base, len)) = iov_at(iov, i) else {
+            break;
+        };
+        let mut m = len;
+        if m > limit - n {
+            m = limit - n;
+        }
+        if m > DATA_CAP as u64 {
+            m = DATA_CAP as u64;
+        }
+        let off = n & (DATA_CAP as u64 - 1);
+        // SAFETY: `off` < DATA_CAP and `m` <= DATA_CAP: within the data and its slack; the
+        // helper copes with any source (and with a size of 0).
+        let rc = unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_user(
+                scratch.cast::<u8>().add(DATA_HEADER + off as usize).cast(),
+                m as u32,
+                base as *const core::ffi::c_void,
+            )
+        };
+        if rc < 0 {
+            break;
+        }
+        n += m;
+    }
+    n
 }
 
 #[tracepoint]
