@@ -430,13 +430,17 @@ pub fn histogram_count(
         want.iter().all(|(k, v)| attr(&p.attrs, k) == Some(*v))
             && attr(&p.attrs, "error.type") == error
     }) {
-        match seen.iter_mut().find(|(a, _, _)| *a == p.attrs) {
+        // A series is its point attributes and its process: the resource of a process
+        // that ended says less of it (its path is no longer known), the series is the same.
+        let mut key = attrs(&p.raw);
+        key.extend(p.attrs.iter().filter(|(k, _)| k == "process.pid").cloned());
+        match seen.iter_mut().find(|(a, _, _)| *a == key) {
             Some(s) if s.1 < p.time => {
                 s.1 = p.time;
                 s.2 = p.value;
             }
             Some(_) => {}
-            None => seen.push((p.attrs.clone(), p.time, p.value)),
+            None => seen.push((key, p.time, p.value)),
         }
     }
     seen.iter().map(|s| s.2).sum()
