@@ -170,3 +170,63 @@ traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
     t.report(&mut samples);
     assert_eq!(samples.0, 10_000);
 }
+
+/// HTTP/2 and gRPC: a recorded grpcio session (frames, HPACK with its dynamic table,
+/// trailers, closes) replayed 200 times allocates nothing once the trackers are built.
+#[test]
+fn http2_and_grpc_allocate_nothing() {
+    use telegen_core::http2::Http2Tracker;
+    use telegen_core::record::{Record, decode};
+    let recording = include_bytes!("../src/testdata/http2/grpc.rec");
+    let records: Vec<Record<'_>> = telegen_core::recording::records(recording)
+        .unwrap()
+        .filter_map(|r| decode(r.unwrap()).ok())
+        .filter(|r| match r {
+            Record::Data(d) => d.protocol == Protocol::Http2,
+            Record::Close(_) => true,
+            _ => false,
+        })
+        .collect();
+    let mut spans = HttpTracker::new(
+        HttpLimits {
+            connections: 8,
+            exchanges: 8,
+            spans: 16,
+            series_per_metric: 16,
+        },
+        1,
+        Sampling::ALWAYS_ON,
+    );
+    let mut h2 = Http2Tracker::new(4);
+    let mut counters = AgentCounters::default();
+    COUNTED.with(|c| c.set(true));
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..200 {
+        for r in &records {
+            match r {
+                Record::Data(d) => h2.on_data(d, &mut spans, &mut counters),
+                Record::Close(c) => h2.on_close(c, &mut spans, &mut counters),
+                _ => {}
+            }
+        }
+    }
+    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    COUNTED.with(|c| c.set(false));
+    assert_eq!(after - before, 0, "allocator calls on the HTTP/2 path");
+    assert_eq!(counters.dropped(DropReason::ProtocolDesync), 0);
+    assert_eq!(h2.connections(), 0, "every connection closed");
+    struct Calls(u64);
+    impl MetricSink for Calls {
+        fn counter(&mut self, _: &MetricDesc, _: &[Attr], _: u64) {}
+        fn gauge(&mut self, _: &MetricDesc, _: &[Attr], _: i64) {}
+        fn histogram(&mut self, d: &MetricDesc, _: &[Attr], h: &Histogram) {
+            if d.name.starts_with("rpc.") {
+                self.0 += h.count;
+            }
+        }
+    }
+    let mut calls = Calls(0);
+    spans.report(&mut calls);
+    // Five calls, seen from the server and from the client, 200 times.
+    assert_eq!(calls.0, 2_000);
+}

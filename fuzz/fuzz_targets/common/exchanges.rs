@@ -36,7 +36,8 @@ tracker!(
     telegen_core::postgres::PostgresTracker,
     telegen_core::mysql::MysqlTracker,
     telegen_core::amqp::AmqpTracker,
-    telegen_core::kafka::KafkaTracker
+    telegen_core::kafka::KafkaTracker,
+    telegen_core::http2::Http2Tracker
 );
 
 impl Tracker for telegen_core::dns::DnsTracker {
