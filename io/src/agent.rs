@@ -64,6 +64,10 @@ pub struct Agent {
     metrics: Option<Connection>,
     traces: Option<Connection>,
     resource: Resource,
+    /// The resource each process's metric points were last exported under, kept while its
+    /// series are: a process that ended (and left the process table) keeps the resource its
+    /// series had, instead of turning into another one.
+    metric_resources: std::collections::HashMap<u32, Resource>,
     encoder: Encoder,
     span_writer: SpanWriter,
     start_unix_ns: u64,
@@ -245,6 +249,7 @@ impl Agent {
             metrics,
             traces,
             resource,
+            metric_resources: std::collections::HashMap::new(),
             encoder,
             span_writer: SpanWriter::default(),
             start_unix_ns: unix_ns(),
@@ -626,6 +631,8 @@ impl Agent {
         // Each process's points under its own resource, read as its spans' are.
         let (procs, counters, agent) = (&mut self.procs, &mut self.counters, &self.resource);
         let (kube, tcp) = (&self.kube, &self.t.tcp);
+        let last = &mut self.metric_resources;
+        let mut seen = std::collections::HashSet::new();
         let reqs = collector.into_requests_per_process(
             agent,
             self.config.metrics.batch_size,
@@ -633,22 +640,28 @@ impl Agent {
                 if procs.is_excluded(pid) {
                     return None;
                 }
+                seen.insert(pid);
                 procs.learn_pid(pid, now, counters);
+                let mut attrs = procs.get(pid);
+                if attrs.is_none()
+                    && let Some(r) = last.get(&pid)
+                {
+                    // Gone from the table (it ended): its series keep their resource.
+                    return Some(r.clone());
+                }
                 let mut comm = [0u8; 16];
                 let n = name.len().min(15);
                 comm[..n].copy_from_slice(&name.as_bytes()[..n]);
                 let p = Process { pid, comm };
-                let mut attrs = procs.get(pid);
                 let a = attrs.get_or_insert_with(Default::default);
                 with_pod(kube, a);
                 with_server(tcp, pid, name, a);
-                Some(telegen_export::spanpb::process_resource(
-                    agent,
-                    &p,
-                    attrs.as_ref(),
-                ))
+                let r = telegen_export::spanpb::process_resource(agent, &p, attrs.as_ref());
+                last.insert(pid, r.clone());
+                Some(r)
             },
         );
+        last.retain(|pid, _| seen.contains(pid));
         let out = Out {
             encoder: &mut self.encoder,
             max: self.config.otlp.max_body_bytes,

@@ -11,80 +11,12 @@ use support::*;
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER: &str = "b7ad6b7169203331";
 
-/// Ids as the JSON mapping of protobuf writes bytes: base64.
-fn b64(hex: &str) -> String {
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    let out = Command::new("base64")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(&bytes)?;
-            c.wait_with_output()
-        })
-        .expect("base64");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-struct Nginx {
-    proc: std::process::Child,
-    port: u16,
-    tls_port: u16,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child (SIGTERM: the master stops its workers).
-        unsafe { libc::kill(self.proc.id() as i32, libc::SIGTERM) };
-        let _ = self.proc.wait();
-    }
-}
-
-/// nginx serving HTTP/2 on two fresh ports, plaintext and TLS (three tries: another test
-/// may take a port first).
+/// nginx serving HTTP/2: nginx 1.22 (Debian 12) takes `http2` on `listen`; without `ssl`
+/// that is h2c with prior knowledge.
 fn start_nginx(test: &str) -> Nginx {
-    (0..3)
-        .find_map(|_| try_nginx(test))
-        .expect("nginx did not start in three tries")
-}
-
-fn try_nginx(test: &str) -> Option<Nginx> {
-    let dir = scratch(test, "nginx");
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
-    let (port, tls_port) = (free_port(), free_port());
-    let d = dir.display();
-    let made = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(made.success());
-    // nginx 1.22 (Debian 12) takes `http2` on `listen`; without `ssl` that is h2c with
-    // prior knowledge.
-    let conf = format!(
-        r#"
-worker_processes 1;
-daemon off;
-error_log {d}/error.log;
-pid {d}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/tmp/body;
-    proxy_temp_path {d}/tmp/proxy;
-    fastcgi_temp_path {d}/tmp/fastcgi;
-    uwsgi_temp_path {d}/tmp/uwsgi;
-    scgi_temp_path {d}/tmp/scgi;
+    support::start_nginx(test, &|d, port, tls_port| {
+        format!(
+            r#"
     server {{
         listen 127.0.0.1:{port} http2;
         location = /ok {{ return 200 "ok\n"; }}
@@ -97,31 +29,8 @@ http {{
         ssl_certificate_key {d}/key.pem;
         location = /ok {{ return 200 "ok\n"; }}
         location /missing/ {{ return 404; }}
-    }}
-}}
-"#
-    );
-    let conf_path = dir.join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    // The workers run as nobody: they read the key from a readable directory.
-    let _ = Command::new("chmod")
-        .args(["-R", "a+rX", &d.to_string()])
-        .status();
-    let mut parent = Path::new(&dir).to_path_buf();
-    while parent.pop() && parent != Path::new("/") {
-        let _ = Command::new("chmod")
-            .args(["a+x", &parent.display().to_string()])
-            .status();
-    }
-    let mut child = Command::new("nginx")
-        .args(["-c", &conf_path.display().to_string(), "-p", &d.to_string()])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx (installed by cross/bootstrap.sh)");
-    serves(&mut child, &[port, tls_port]).then_some(Nginx {
-        proc: child,
-        port,
-        tls_port,
+    }}"#
+        )
     })
 }
 

@@ -16,29 +16,6 @@ use telegen_core::recording;
 use telegen_core::selfmetrics::AgentCounters;
 use telegen_core::tcp::{Side, TcpLimits, TcpTracker};
 
-/// Ids as the JSON mapping of protobuf writes bytes: base64.
-fn b64(hex: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn count(spans: &[SpanSeen], kind: &str, process: &str, port: u16, status: &str) -> usize {
     let port = port.to_string();
     spans
@@ -76,67 +53,19 @@ fn samples(requests: &[Value], metric: &str, port: u16, status: &str) -> u64 {
     seen.iter().map(|s| s.2).sum()
 }
 
-struct Nginx {
-    proc: std::process::Child,
-    port: u16,
-    /// The same locations over TLS (a self-signed certificate).
-    tls_port: u16,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM: the master stops its workers before it exits (SIGKILL would orphan them).
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.proc.id() as i32, libc::SIGTERM) };
-        let _ = self.proc.wait();
-    }
-}
-
-/// nginx on two fresh ports (three tries: another test may take a port first).
+/// nginx serving the test's locations over HTTP/1.x, plaintext and TLS.
 fn start_nginx(test: &str) -> Nginx {
-    (0..3)
-        .find_map(|_| try_nginx(test))
-        .expect("nginx did not start in three tries")
-}
-
-fn try_nginx(test: &str) -> Option<Nginx> {
     let dir = scratch(test, "nginx");
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("file.html"),
         "<html>static body</html>\n".repeat(200),
     )
     .unwrap();
-    let port = free_port();
-    let tls_port = free_port();
-    let d = dir.display();
-    let made = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(made.success());
-    let conf = format!(
-        r#"
-worker_processes 1;
-daemon off;
-error_log {d}/error.log;
-pid {d}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
+    support::start_nginx(test, &|d, port, tls_port| {
+        format!(
+            r#"
     sendfile on;
-    client_body_temp_path {d}/tmp/body;
-    proxy_temp_path {d}/tmp/proxy;
-    fastcgi_temp_path {d}/tmp/fastcgi;
-    uwsgi_temp_path {d}/tmp/uwsgi;
-    scgi_temp_path {d}/tmp/scgi;
     server {{
         listen 127.0.0.1:{port};
         location = /ok {{ return 200 "ok\n"; }}
@@ -150,34 +79,8 @@ http {{
         ssl_certificate_key {d}/key.pem;
         location = /ok {{ return 200 "ok\n"; }}
         location /missing/ {{ return 404; }}
-    }}
-}}
-"#
-    );
-    let conf_path = dir.join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    // The workers run as nobody: they must be able to read the static file.
-    let _ = Command::new("chmod")
-        .args(["-R", "a+rX", &dir.display().to_string()])
-        .status();
-    let mut parent = Path::new(&dir).to_path_buf();
-    while parent.pop() {
-        let _ = Command::new("chmod")
-            .args(["a+x", &parent.display().to_string()])
-            .status();
-        if parent == Path::new("/tmp") || parent.parent().is_none() {
-            break;
-        }
-    }
-    let mut child = Command::new("nginx")
-        .args(["-c", &conf_path.display().to_string(), "-p", &d.to_string()])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx (installed by cross/bootstrap.sh)");
-    serves(&mut child, &[port, tls_port]).then_some(Nginx {
-        proc: child,
-        port,
-        tls_port,
+    }}"#
+        )
     })
 }
 

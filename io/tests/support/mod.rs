@@ -621,3 +621,114 @@ pub fn support_script(script: &str, args: &[&std::ffi::OsStr]) -> (Proc, u16) {
     let port = line.trim().parse().expect("the helper prints its port");
     (Proc(child), port)
 }
+
+/// nginx (one worker) on two fresh loopback ports, `port` plaintext and `tls_port` TLS with
+/// a self-signed certificate made here; killed (SIGTERM: the master stops its workers) when
+/// dropped.
+pub struct Nginx {
+    pub proc: Child,
+    pub port: u16,
+    pub tls_port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.proc.id() as i32, libc::SIGTERM) };
+        let _ = self.proc.wait();
+    }
+}
+
+/// Starts nginx with the directives and `server` blocks `http(dir, port, tls_port)` gives
+/// for its `http` block (the certificate is `{dir}/cert.pem`, its key `{dir}/key.pem`;
+/// `dir` is `scratch(test, "nginx")`, where the caller may put files first). Three tries:
+/// another test may take a port `free_port` handed out first.
+pub fn start_nginx(test: &str, http: &dyn Fn(&str, u16, u16) -> String) -> Nginx {
+    (0..3)
+        .find_map(|_| try_nginx(test, http))
+        .expect("nginx did not start in three tries")
+}
+
+fn try_nginx(test: &str, http: &dyn Fn(&str, u16, u16) -> String) -> Option<Nginx> {
+    let dir = scratch(test, "nginx");
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    let (port, tls_port) = (free_port(), free_port());
+    let d = dir.display().to_string();
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success());
+    let conf = format!(
+        r#"
+worker_processes 1;
+daemon off;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+{}
+}}
+"#,
+        http(&d, port, tls_port)
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    // The workers run as nobody: they must be able to read what the directory holds.
+    let _ = Command::new("chmod").args(["-R", "a+rX", &d]).status();
+    let mut parent = dir.clone();
+    while parent.pop() {
+        let _ = Command::new("chmod")
+            .args(["a+x", &parent.display().to_string()])
+            .status();
+        if parent == std::path::Path::new("/tmp") || parent.parent().is_none() {
+            break;
+        }
+    }
+    let mut child = Command::new("nginx")
+        .args(["-c", &conf_path.display().to_string(), "-p", &d])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx (installed by cross/bootstrap.sh)");
+    serves(&mut child, &[port, tls_port]).then_some(Nginx {
+        proc: child,
+        port,
+        tls_port,
+    })
+}
+
+/// Ids as the JSON mapping of protobuf writes bytes: base64.
+pub fn b64(hex: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
