@@ -11,6 +11,7 @@ pub mod client;
 pub mod cloud;
 pub mod codec;
 pub mod console;
+pub mod containers;
 pub mod http;
 pub mod k8s;
 pub mod otlp;

@@ -154,6 +154,9 @@ pub struct ProcessAttrs {
     /// The `OTEL_SERVICE_NAME` in its environment, when the agent could read it.
     pub service_name: Option<String>,
     pub container: Option<Container>,
+    /// `container.name`: its container's name in the runtime's state (docker, podman,
+    /// buildah, cri-o), when the agent could read it.
+    pub container_name: Option<String>,
     /// `process.parent_pid`.
     pub parent_pid: Option<u32>,
     /// `process.owner`: the user name of its real uid, or the uid without a name.
@@ -183,7 +186,7 @@ pub enum Val<'a> {
 
 /// The attributes a process adds to the agent's resource (whose `service.name` it
 /// replaces), in the order both span writers use: `service.name` (its own, else its pod's
-/// workload's name, else its executable's name), `process.pid`, `process.parent_pid`,
+/// workload's name, else its container's name, else its executable's name), `process.pid`, `process.parent_pid`,
 /// `process.executable.name`, `process.executable.path`, `process.command`,
 /// `process.owner`, `process.runtime.name` and `.version`, then its container's, then its
 /// pod's (`k8s.*`).
@@ -198,6 +201,7 @@ pub fn process_attributes<'a>(
     let service = attrs
         .and_then(|a| a.service_name.as_deref())
         .or_else(|| pod.and_then(|p| p.workload_name()))
+        .or_else(|| attrs.and_then(|a| a.container_name.as_deref()))
         .unwrap_or(comm);
     let c = attrs.and_then(|a| a.container.as_ref());
     let ppid = attrs.and_then(|a| a.parent_pid);
@@ -220,6 +224,9 @@ pub fn process_attributes<'a>(
         attrs.and_then(|a| a.server).map(|(k, v)| (k, Val::Str(v))),
         c.map(|c| ("container.id", Val::Str(c.id_str()))),
         c.map(|c| ("container.runtime", Val::Str(c.runtime.as_str()))),
+        attrs
+            .and_then(|a| a.container_name.as_deref())
+            .map(|n| ("container.name", Val::Str(n))),
         c.and_then(|c| c.pod_uid_str())
             .map(|u| ("k8s.pod.uid", Val::Str(u))),
     ]

@@ -195,6 +195,8 @@ impl Agent {
             }
         };
         let mut procs = crate::processes::Processes::with_rules(config.rules.clone());
+        // Root-only files: read now, while the agent may.
+        procs.set_container_names(crate::containers::ContainerNames::read(Instant::now()));
         if capture {
             // While every process's /proc/PID/exe may still be read.
             let verdicts = procs.scan_running(&|_| None);

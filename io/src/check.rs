@@ -46,6 +46,10 @@ pub fn budget(config: &Config) -> Budget {
         b.add(what, bytes);
     }
     b.add("process table (512 processes)", crate::processes::bytes());
+    b.add(
+        "container names (256, at their caps)",
+        crate::containers::CAPACITY * (64 + telegen_export::containers::NAME_CAP + 32),
+    );
     if crate::kube::endpoint(&config.kubernetes).is_some() {
         // The cache, and the listing that replaces it.
         b.add(

@@ -4,6 +4,7 @@
 mod agent;
 mod check;
 mod cloud;
+mod containers;
 mod fetch;
 mod kernel;
 mod kube;

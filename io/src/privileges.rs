@@ -128,6 +128,12 @@ pub fn drop_to(user: &str, writable: &[&Path]) -> Result<Account, String> {
     Ok(a)
 }
 
+/// Whether the agent runs as root (it kept its privileges: `--user root`).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,6 +94,8 @@ pub struct Processes {
     ended: Vec<u32>,
     /// `service.name` given by a rule, by pid.
     services: HashMap<u32, String>,
+    /// Container names from the runtimes' state.
+    names: crate::containers::ContainerNames,
 }
 
 impl Default for Processes {
@@ -274,7 +276,13 @@ impl Processes {
             excluded: HashSet::new(),
             ended: Vec::new(),
             services: HashMap::new(),
+            names: Default::default(),
         }
+    }
+
+    /// The container names this table gives processes in containers.
+    pub fn set_container_names(&mut self, names: crate::containers::ContainerNames) {
+        self.names = names;
     }
 
     /// Whether the rules exclude `pid`.
@@ -495,7 +503,10 @@ impl Processes {
             }
         }
         let entry = self.known.entry(pid).or_default();
-        let attrs = read_process(pid, entry.exec_path.as_deref());
+        let mut attrs = read_process(pid, entry.exec_path.as_deref());
+        if let Some(c) = &attrs.container {
+            attrs.container_name = self.names.name(&c.id, now).map(String::from);
+        }
         entry.read = Some((now, attrs));
     }
 
@@ -577,6 +588,8 @@ fn read_process(pid: u32, exec_path: Option<&str>) -> ProcessAttrs {
         executable_name,
         executable_path,
         runtime,
+        // Filled in by the table, from the runtimes' state it read.
+        container_name: None,
         // Filled in at export, from the Kubernetes pod cache and the listener table.
         pod: None,
         server: None,

@@ -654,3 +654,63 @@ fn a_server_in_a_container_cgroup_carries_its_container_and_service() {
         assert_eq!(attr(&s.resource, "service.name"), Some("curl"));
     }
 }
+
+/// A container of buildah's (containers/storage, the state podman and cri-o keep too),
+/// removed when dropped.
+struct BuildahContainer(String);
+
+impl Drop for BuildahContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("buildah")
+            .args(["rm", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A process in a container that the runtime's state names, without OTEL_SERVICE_NAME: its
+/// spans carry `container.name`, and its service is named after the container. The state is
+/// real: a working container buildah made (its containers.json), whose id names the cgroup
+/// the server runs in (as podman's systemd driver names one).
+#[test]
+fn a_server_in_a_named_container_is_its_service() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    let name = format!("telegen-web-{}", std::process::id());
+    let made = Command::new("buildah")
+        .args(["from", "--name", &name, "scratch"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("buildah (installed by cross/bootstrap.sh)");
+    assert!(made.success(), "buildah from scratch");
+    let container = BuildahContainer(name.clone());
+    let out = Command::new("buildah")
+        .args(["inspect", "--format", "{{.ContainerID}}", &container.0])
+        .output()
+        .unwrap();
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(id.len(), 64, "a container id: {id}");
+    let cg = Cgroup::new(&[
+        format!("telegen-test-{}.slice", std::process::id()),
+        format!("libpod-{id}.scope"),
+    ]);
+    let (server, port) = http_server(&cg.join(), &[]);
+    let traced = Traced::start("http-named-container", &[]);
+    for _ in 0..3 {
+        curl(&format!("http://127.0.0.1:{port}/"), &[]);
+    }
+    let requests = traced.finish(&[]);
+    drop(server);
+    let p = port.to_string();
+    let server_spans: Vec<SpanSeen> = spans(&requests)
+        .into_iter()
+        .filter(|s| s.kind == "SPAN_KIND_SERVER" && s.attr("server.port") == Some(p.as_str()))
+        .collect();
+    assert_eq!(server_spans.len(), 3);
+    for s in &server_spans {
+        assert_eq!(attr(&s.resource, "container.id"), Some(id.as_str()));
+        assert_eq!(attr(&s.resource, "container.runtime"), Some("podman"));
+        assert_eq!(attr(&s.resource, "container.name"), Some(name.as_str()));
+        assert_eq!(attr(&s.resource, "service.name"), Some(name.as_str()));
+    }
+}
