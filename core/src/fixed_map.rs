@@ -2,7 +2,9 @@
 //!
 //! Open addressing with linear probing and backward-shift deletion (no tombstones), over one
 //! slot array allocated at construction. Inserting into a full map is an error, never growth.
-//! Slots number a power of two at least 4/3 of the capacity, so probes stay short when full.
+//! Slots number 3/2 of the capacity (a full map is two-thirds occupied, so probes stay short),
+//! not rounded to a power of two: a key's home slot is its hash scaled to the slot count
+//! (multiply-shift), which costs no division and wastes no memory on rounding.
 
 use alloc::vec::Vec;
 use core::hash::{Hash, Hasher};
@@ -17,8 +19,8 @@ struct Fnv(u64);
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
-        // Fold the high bits in: linear probing uses the low bits only.
-        self.0 ^ (self.0 >> 29)
+        // Mixed so that the high bits, which choose the home slot, depend on every byte.
+        (self.0 ^ (self.0 >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
     }
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
@@ -57,7 +59,7 @@ impl<K: Hash + Eq, V> FixedMap<K, V> {
 
     /// Slots used for a given capacity (what the memory budget counts).
     pub fn slot_count(capacity: usize) -> usize {
-        (capacity.max(1) * 4 / 3 + 1).next_power_of_two()
+        capacity.max(1) * 3 / 2 + 1
     }
 
     /// Bytes the slot array takes for a given capacity.
@@ -77,18 +79,24 @@ impl<K: Hash + Eq, V> FixedMap<K, V> {
         self.capacity
     }
 
-    fn mask(&self) -> usize {
-        self.slots.len() - 1
+    /// The slot where `k` belongs: the hash's high 32 bits scaled to the slot count (fewer
+    /// than 2^32 slots).
+    fn home(&self, k: &K) -> usize {
+        (((hash_of(k) >> 32) * self.slots.len() as u64) >> 32) as usize
+    }
+
+    /// The slot after `i`, cyclically.
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() { 0 } else { i + 1 }
     }
 
     fn find(&self, k: &K) -> Result<usize, usize> {
-        let mask = self.mask();
-        let mut i = (hash_of(k) as usize) & mask;
+        let mut i = self.home(k);
         loop {
             match &self.slots[i] {
                 None => return Err(i),
                 Some((key, _)) if key == k => return Ok(i),
-                Some(_) => i = (i + 1) & mask,
+                Some(_) => i = self.next(i),
             }
         }
     }
@@ -147,13 +155,12 @@ impl<K: Hash + Eq, V> FixedMap<K, V> {
         self.len -= 1;
         // Backward-shift: pull later entries of the cluster into the hole when their home
         // slot does not lie cyclically between the hole and their current slot.
-        let mask = self.mask();
         let mut j = hole;
         loop {
-            j = (j + 1) & mask;
+            j = self.next(j);
             let home = match &self.slots[j] {
                 None => break,
-                Some((key, _)) => (hash_of(key) as usize) & mask,
+                Some((key, _)) => self.home(key),
             };
             let stays = if hole <= j {
                 hole < home && home <= j
@@ -192,15 +199,14 @@ impl<K: Hash + Eq, V> FixedMap<K, V> {
     }
 
     fn reinsert_cluster_after(&mut self, hole: usize) {
-        let mask = self.mask();
-        let mut j = (hole + 1) & mask;
+        let mut j = self.next(hole);
         while let Some((k, v)) = self.slots[j].take() {
-            let mut i = (hash_of(&k) as usize) & mask;
+            let mut i = self.home(&k);
             while self.slots[i].is_some() {
-                i = (i + 1) & mask;
+                i = self.next(i);
             }
             self.slots[i] = Some((k, v));
-            j = (j + 1) & mask;
+            j = self.next(j);
         }
     }
 }
@@ -227,21 +233,28 @@ mod tests {
 
     #[test]
     fn survives_churn_against_a_reference() {
+        // Slot counts of every kind (1 entry: 2 slots; 64: 97; 1000: 1501), each wrapping.
+        for (cap, keys) in [(1, 3), (2, 5), (7, 11), (64, 97), (1000, 1500)] {
+            churn(cap, keys);
+        }
+    }
+
+    fn churn(cap: usize, keys: u64) {
         // Deterministic pseudo-random churn compared with BTreeMap.
-        let mut m = FixedMap::with_capacity(64);
+        let mut m = FixedMap::with_capacity(cap);
         let mut r = alloc::collections::BTreeMap::new();
         let mut x: u64 = 12345;
         for _ in 0..20_000 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let k = x % 97;
+            let k = x % keys;
             if x & 1 == 0 {
                 let ok = m.insert(k, x).is_ok();
                 if ok {
                     r.insert(k, x);
                 } else {
-                    assert_eq!(r.len(), 64);
+                    assert_eq!(r.len(), cap);
                     assert!(!r.contains_key(&k));
                 }
             } else {
