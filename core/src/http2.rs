@@ -404,8 +404,7 @@ impl Http2Tracker {
             None => {
                 // Followed from the preface on (the kernel tags a descriptor on its first 8
                 // bytes): what began before it cannot be decoded.
-                let n = r.data.len().min(PREFACE.len());
-                if n < 8 || r.data[..8] != PREFACE[..8] {
+                if r.data.len() < 8 || r.data[..8] != PREFACE[..8] {
                     return;
                 }
                 let Some(i) = self.free.pop() else {

@@ -10,8 +10,12 @@
 //!   under; `/proc/PID/exe` and exec paths resolve `python3` to it).
 //! - Java: an executable `…/bin/java` whose installation has a `release` file
 //!   (`JAVA_RUNTIME_VERSION`, else `JAVA_VERSION`).
-//! - Node.js: an executable named `node` or `nodejs`; its version is compiled into a binary
-//!   of tens of megabytes, and is not looked for.
+//! - Node.js: an executable named `node` or `nodejs`. Its version is compiled into a binary
+//!   of tens of megabytes, which is not read; it is known when the installation says it:
+//!   `NODE_VERSION` in the process's environment (the official container images set it,
+//!   [`node_version_in_environ`]), or a path laid out by version, nvm's
+//!   `…/versions/node/v20.11.1/bin/node` or an official tarball's
+//!   `…/node-v20.11.1-linux-x64/bin/node` ([`node_version_in_path`]).
 
 /// A language runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +55,49 @@ pub fn from_path(path: &str) -> Option<(Runtime, Option<&str>)> {
         "java" => Some((Runtime::Java, None)),
         _ => None,
     }
+}
+
+/// `X.Y.Z`, digits only.
+fn semver(v: &str) -> bool {
+    let parts: heapless::Vec<&str, 4> = v.split('.').take(4).collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 6 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The Node.js version a path names, laid out as nvm (`…/versions/node/vX.Y.Z/…`) or an
+/// official tarball (`…/node-vX.Y.Z-<os>-<arch>/…`) lays it out: `X.Y.Z`.
+pub fn node_version_in_path(path: &str) -> Option<&str> {
+    let mut segments = path.split('/').peekable();
+    let mut previous = ("", "");
+    while let Some(seg) = segments.next() {
+        if previous == ("versions", "node")
+            && let Some(v) = seg.strip_prefix('v')
+            && semver(v)
+        {
+            return Some(v);
+        }
+        if let Some(rest) = seg.strip_prefix("node-v") {
+            let v = rest.split('-').next().unwrap_or("");
+            if semver(v) && segments.peek().is_some() {
+                return Some(v);
+            }
+        }
+        previous = (previous.1, seg);
+    }
+    None
+}
+
+/// `NODE_VERSION` of a process's NUL-separated environment, when it is `X.Y.Z` (as the
+/// official Node.js images set it), with a leading `v` allowed.
+pub fn node_version_in_environ(environ: &[u8]) -> Option<&str> {
+    let v = environ
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(b"NODE_VERSION="))?;
+    let v = core::str::from_utf8(v).ok()?.trim();
+    let v = v.strip_prefix('v').unwrap_or(v);
+    semver(v).then_some(v)
 }
 
 /// The database or broker a process is, as a resource attribute (`db.system.name` or
@@ -258,6 +305,26 @@ mod tests {
         assert_eq!(from_path("/usr/bin/python3."), None);
         assert_eq!(from_path("/usr/bin/python"), None);
         assert_eq!(from_path("/usr/bin/node"), Some((Runtime::Node, None)));
+        let nvm = "/home/ci/.nvm/versions/node/v20.11.1/bin/node";
+        assert_eq!(node_version_in_path(nvm), Some("20.11.1"));
+        let tarball = "/opt/node-v18.19.0-linux-arm64/bin/node";
+        assert_eq!(node_version_in_path(tarball), Some("18.19.0"));
+        for none in [
+            "/usr/bin/node",
+            "/opt/node-v18.19-linux-x64/bin/node",
+            "/srv/versions/node/latest/bin/node",
+            "/srv/node-v1.2.3",
+        ] {
+            assert_eq!(node_version_in_path(none), None, "{none}");
+        }
+        let env = b"PATH=/usr/local/bin\0NODE_VERSION=20.11.1\0YARN_VERSION=1.22.19\0";
+        assert_eq!(node_version_in_environ(env), Some("20.11.1"));
+        assert_eq!(
+            node_version_in_environ(b"NODE_VERSION=v22.1.0"),
+            Some("22.1.0")
+        );
+        assert_eq!(node_version_in_environ(b"NODE_VERSION=lts\0"), None);
+        assert_eq!(node_version_in_environ(b"NODE_VERSIONS=1.2.3"), None);
         assert_eq!(
             from_path("/usr/lib/jvm/java-17-openjdk-amd64/bin/java"),
             Some((Runtime::Java, None))

@@ -551,9 +551,8 @@ fn read_process(pid: u32, exec_path: Option<&str>) -> ProcessAttrs {
     let container = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .ok()
         .and_then(|text| cgroup::container(&text));
-    let service_name = std::fs::read(format!("/proc/{pid}/environ"))
-        .ok()
-        .and_then(|env| service_name(&env));
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok();
+    let service_name = environ.as_deref().and_then(service_name);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
     let (parent_pid, uid) = status
         .as_deref()
@@ -579,6 +578,22 @@ fn read_process(pid: u32, exec_path: Option<&str>) -> ProcessAttrs {
             exec_path.filter(|p| p.starts_with('/')).map(String::from),
         ),
     };
+    // Node.js says its version only through its installation (see telegen_core::runtime).
+    let runtime = runtime.map(|(name, version)| match version {
+        None if name == Runtime::Node.name() => {
+            let v = environ
+                .as_deref()
+                .and_then(runtime::node_version_in_environ)
+                .or_else(|| exec_path.and_then(runtime::node_version_in_path))
+                .or_else(|| {
+                    executable_path
+                        .as_deref()
+                        .and_then(runtime::node_version_in_path)
+                });
+            (name, v.map(str::to_string))
+        }
+        v => (name, v),
+    });
     ProcessAttrs {
         service_name,
         container,

@@ -126,7 +126,19 @@ fn spans_carry_their_process_program_and_runtime() {
         cmd.uid(65534).gid(65534);
     }
     let py_server = serve(cmd, "python3 -m http.server");
-    let mut cmd = Command::new("/usr/bin/node");
+    // Node.js installed the way nvm lays it out (`…/versions/node/vX.Y.Z/bin/node`, here a
+    // link to the machine's node): a root process, named from its exec path.
+    let out = Command::new("/usr/bin/node")
+        .arg("--version")
+        .output()
+        .unwrap();
+    let node_version = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let node_dir = dir.join(format!("versions/node/{node_version}/bin"));
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let node_path = node_dir.join("node");
+    let _ = std::fs::remove_file(&node_path);
+    std::os::unix::fs::symlink("/usr/bin/node", &node_path).unwrap();
+    let mut cmd = Command::new(&node_path);
     cmd.args([
         "-e",
         "require('http').createServer((q, r) => r.end('ok')).listen(+process.argv[1], '127.0.0.1')",
@@ -179,7 +191,9 @@ fn spans_carry_their_process_program_and_runtime() {
 
     let r = server_resource(node_server.port);
     assert_eq!(attr(&r, "process.runtime.name"), Some("nodejs"), "{r:?}");
-    assert_eq!(attr(&r, "process.runtime.version"), None);
+    let v = node_version.strip_prefix('v').unwrap();
+    assert_eq!(attr(&r, "process.runtime.version"), Some(v));
+    // The path resolved, as /proc/PID/exe would give it; the version from the path run.
     let node = std::fs::canonicalize("/usr/bin/node").unwrap();
     assert_eq!(attr(&r, "process.executable.path"), node.to_str());
 
