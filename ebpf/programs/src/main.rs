@@ -928,8 +928,10 @@ fn read_sock<T>(sock: u64, at: u32) -> Result<T, KernelDrop> {
 }
 
 /// Captures up to [`DATA_CAP`] of the `len` bytes at `buf` if a protocol tracer wants them;
-/// `gathers`: an HTTP/2 call's iovec buffers are gathered (a constant, so that programs
-/// that never see HTTP/2 iovecs stay within the verifier's budget).
+/// `gathers`: an HTTP/2 call's iovec buffers are gathered through the tail call to
+/// [`gather_http2`]. A constant at each call site: the OpenSSL uprobes (plain buffers, and a
+/// program type that may not tail-call a tracepoint program) and the captures that never
+/// carry HTTP/2 (sendmmsg, DNS pairs) leave the tail call out of their programs.
 #[inline(always)]
 fn capture<C: EbpfContext>(
     ctx: &C,
