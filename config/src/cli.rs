@@ -34,6 +34,9 @@ Options:
       --spool-dir DIR       keep batches that cannot be sent in DIR (off by default)
       --transport KIND      how kernel records reach user space: auto (default),
                             ring (BPF ring buffer, 5.8+) or perf (perf buffers)
+      --capture-join HOW    how a read or write finds its socket: auto (default),
+                            socket (sock:sock_{send,recv}_length, Linux 6.4+) or
+                            descriptor (learnt at connect and TCP reads, 4.16+)
       --user NAME           account to run as once the programs are attached
                             (default nobody; root keeps every privilege)
       --seccomp MODE        system-call filter once started: off (default), log
@@ -60,6 +63,7 @@ pub(crate) struct Overrides {
     spool_dir: Option<String>,
     user: Option<String>,
     transport: Option<String>,
+    capture_join: Option<String>,
     seccomp: Option<String>,
     record: Option<String>,
     cloud: Option<String>,
@@ -103,6 +107,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Par
             Arg::Long("spool-dir") => o.spool_dir = Some(value(&mut p, "--spool-dir")?),
             Arg::Long("user") => o.user = Some(value(&mut p, "--user")?),
             Arg::Long("transport") => o.transport = Some(value(&mut p, "--transport")?),
+            Arg::Long("capture-join") => o.capture_join = Some(value(&mut p, "--capture-join")?),
             Arg::Long("seccomp") => o.seccomp = Some(value(&mut p, "--seccomp")?),
             Arg::Long("record") => o.record = Some(value(&mut p, "--record")?),
             Arg::Long("cloud-metadata") => o.cloud = Some(value(&mut p, "--cloud-metadata")?),
@@ -148,6 +153,9 @@ impl Overrides {
         }
         if let Some(t) = self.transport {
             c.transport = crate::file::transport("--transport", &t)?;
+        }
+        if let Some(j) = self.capture_join {
+            c.capture_join = crate::file::capture_join("--capture-join", &j)?;
         }
         if let Some(user) = self.user {
             c.user = crate::file::user_setting(user);

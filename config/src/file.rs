@@ -162,6 +162,7 @@ struct DnsFile {
 #[serde(deny_unknown_fields)]
 struct KernelFile {
     transport: Option<String>,
+    capture_join: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -396,8 +397,13 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
             apply_signal(sig, s, &|k| key(&format!("{section}.{k}")))?;
         }
     }
-    if let Some(t) = f.kernel.and_then(|k| k.transport) {
-        c.transport = transport(&key("kernel.transport"), &t)?;
+    if let Some(k) = f.kernel {
+        if let Some(t) = k.transport {
+            c.transport = transport(&key("kernel.transport"), &t)?;
+        }
+        if let Some(j) = k.capture_join {
+            c.capture_join = capture_join(&key("kernel.capture_join"), &j)?;
+        }
     }
     if let Some(sec) = f.security {
         if let Some(user) = sec.user {
@@ -456,6 +462,18 @@ pub(crate) fn transport(source: &str, v: &str) -> Result<crate::Transport, Error
         other => Err(Error::new(
             source,
             format!("expected auto, ring or perf, got {other:?}"),
+        )),
+    }
+}
+
+pub(crate) fn capture_join(source: &str, v: &str) -> Result<crate::CaptureJoin, Error> {
+    match v.trim() {
+        "auto" => Ok(crate::CaptureJoin::Auto),
+        "socket" => Ok(crate::CaptureJoin::Socket),
+        "descriptor" => Ok(crate::CaptureJoin::Descriptor),
+        other => Err(Error::new(
+            source,
+            format!("expected auto, socket or descriptor, got {other:?}"),
         )),
     }
 }

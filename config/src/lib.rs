@@ -142,6 +142,19 @@ pub struct Otlp {
     pub retry_max_ms: u64,
 }
 
+/// How a read or write is joined to the socket it moved bytes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureJoin {
+    /// `sock:sock_{send,recv}_length` where the kernel has them (6.4+), else the descriptor
+    /// join.
+    Auto,
+    /// `sock:sock_{send,recv}_length` only (no request tracing without them).
+    Socket,
+    /// Each descriptor's socket learnt at `connect` and at its TCP reads (4.16+), on any
+    /// kernel.
+    Descriptor,
+}
+
 /// How kernel records reach user space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -307,6 +320,8 @@ pub struct Config {
     /// The account the agent switches to once its programs are attached; `None` keeps root.
     pub user: Option<String>,
     pub transport: Transport,
+    /// How captured calls find their socket (`[kernel] capture_join`, `--capture-join`).
+    pub capture_join: CaptureJoin,
     /// The seccomp filter installed once start-up is over.
     pub seccomp: Seccomp,
     /// `--record FILE`: every kernel record is also written to FILE (benchmarks, bug reports).
@@ -582,6 +597,7 @@ impl Default for Config {
             spool: None,
             user: Some(defaults::USER.to_string()),
             transport: Transport::Auto,
+            capture_join: CaptureJoin::Auto,
             seccomp: Seccomp::Off,
             record: None,
             sampler: Sampler::DEFAULT,

@@ -314,6 +314,19 @@ fn the_kernel_transport() {
 }
 
 #[test]
+fn the_capture_join() {
+    assert_eq!(config(&[], &[]).capture_join, CaptureJoin::Auto);
+    assert_eq!(
+        config(&["--capture-join", "descriptor"], &[]).capture_join,
+        CaptureJoin::Descriptor
+    );
+    let f = write("join.toml", "[kernel]\ncapture_join = \"socket\"\n");
+    assert_eq!(config(&["-c", &f], &[]).capture_join, CaptureJoin::Socket);
+    let e = run(&["--capture-join", "fd"], &[]).unwrap_err();
+    assert!(e.message.contains("auto, socket or descriptor"), "{e}");
+}
+
+#[test]
 fn the_seccomp_mode() {
     assert_eq!(config(&[], &[]).seccomp, Seccomp::Off);
     assert_eq!(config(&["--seccomp", "kill"], &[]).seccomp, Seccomp::Kill);
