@@ -40,3 +40,7 @@ bash cross/image.sh
 
 step "tests: unit, integration on the real kernel, end to end with the official OTLP decoder"
 cargo nextest run --release --no-fail-fast
+
+step "tests: the L7 end-to-end files again, with the descriptor join of kernels before 6.4"
+TELEGEN_TEST_CAPTURE_JOIN=descriptor cargo nextest run --release --no-fail-fast \
+  -E 'binary(http_e2e) | binary(http2_e2e) | binary(db_e2e) | binary(messaging_e2e)'

@@ -38,3 +38,4 @@ pub mod selfmetrics;
 pub mod sql;
 pub mod tcp;
 pub mod tracefs;
+pub mod unjoined;

@@ -14,6 +14,7 @@ use crate::record::{DecodeError, Protocol, Record, decode};
 use crate::redis::RedisTracker;
 use crate::selfmetrics::{AgentCounters, DropReason};
 use crate::tcp::TcpTracker;
+use crate::unjoined::Unjoined;
 
 /// The trackers kernel records feed.
 pub struct Trackers {
@@ -28,6 +29,8 @@ pub struct Trackers {
     pub dns: DnsTracker,
     pub amqp: AmqpTracker,
     pub kafka: KafkaTracker,
+    /// Writes that came before their descriptor's socket was known (descriptor join).
+    pub unjoined: Unjoined,
 }
 
 impl Trackers {
@@ -54,6 +57,7 @@ impl Trackers {
             dns: DnsTracker::new(c, s, dns_spans),
             amqp: AmqpTracker::new(c),
             kafka: KafkaTracker::new(c),
+            unjoined: Unjoined::new(),
         }
     }
 
@@ -61,7 +65,7 @@ impl Trackers {
     pub fn protocol_bytes(
         connections: usize,
         series_per_metric: usize,
-    ) -> [(&'static str, usize); 7] {
+    ) -> [(&'static str, usize); 8] {
         let (c, s) = (connections, series_per_metric);
         [
             ("Redis connection table", RedisTracker::bytes(c)),
@@ -71,6 +75,7 @@ impl Trackers {
             ("DNS queries and metric series", DnsTracker::bytes(c, s)),
             ("AMQP connection table", AmqpTracker::bytes(c)),
             ("Kafka connection table", KafkaTracker::bytes(c)),
+            ("writes awaiting their socket", Unjoined::bytes()),
         ]
     }
 
@@ -113,20 +118,23 @@ pub fn on_record<'a>(
         }
         Ok(Record::Data(r)) => {
             counters.events += 1;
-            match r.protocol {
-                Protocol::Http => t.http.on_data(&r, counters),
-                Protocol::Redis => t.redis.on_data(&r, &mut t.http, counters),
-                Protocol::Mqtt => t.mqtt.on_data(&r, &mut t.http, counters),
-                Protocol::Postgres => t.postgres.on_data(&r, &mut t.http, counters),
-                Protocol::Mysql | Protocol::Mariadb => t.mysql.on_data(&r, &mut t.http, counters),
-                Protocol::Dns => t.dns.on_data(&r, &mut t.http, counters),
-                Protocol::Amqp => t.amqp.on_data(&r, &mut t.http, counters),
-                Protocol::Kafka => t.kafka.on_data(&r, &mut t.http, counters),
-                Protocol::Http2 | Protocol::Grpc => t.http2.on_data(&r, &mut t.http, counters),
+            if r.sock == 0 {
+                // Descriptor join: a write before its socket was known.
+                if !t.unjoined.hold(&r) {
+                    counters.drop(DropReason::SocketUnknown, 1);
+                }
+                return Ok(None);
             }
+            let mut buf = [0; telegen_common::DATA_CAP];
+            if let Some(held) = t.unjoined.take(&r, &mut buf) {
+                on_data(&held, t, counters);
+            }
+            on_data(&r, t, counters);
         }
         Ok(Record::Close(r)) => {
             counters.events += 1;
+            let lost = t.unjoined.on_close(r.task.tgid, r.fd);
+            counters.drop(DropReason::SocketUnknown, lost);
             t.http.on_close(&r, counters);
             t.http2.on_close(&r, &mut t.http, counters);
             t.redis.on_close(&r, &mut t.http, counters);
@@ -147,6 +155,8 @@ pub fn on_record<'a>(
         }
         Ok(Record::Exit { task, .. }) => {
             counters.events += 1;
+            let lost = t.unjoined.on_exit(task.tgid);
+            counters.drop(DropReason::SocketUnknown, lost);
             return Ok(Some(Lifecycle::Exit { pid: task.tgid }));
         }
         Err(e) => {
@@ -155,6 +165,21 @@ pub fn on_record<'a>(
         }
     }
     Ok(None)
+}
+
+/// Hands a socket's bytes to the tracker of their protocol.
+fn on_data(r: &crate::record::DataRecord<'_>, t: &mut Trackers, counters: &mut AgentCounters) {
+    match r.protocol {
+        Protocol::Http => t.http.on_data(r, counters),
+        Protocol::Redis => t.redis.on_data(r, &mut t.http, counters),
+        Protocol::Mqtt => t.mqtt.on_data(r, &mut t.http, counters),
+        Protocol::Postgres => t.postgres.on_data(r, &mut t.http, counters),
+        Protocol::Mysql | Protocol::Mariadb => t.mysql.on_data(r, &mut t.http, counters),
+        Protocol::Dns => t.dns.on_data(r, &mut t.http, counters),
+        Protocol::Amqp => t.amqp.on_data(r, &mut t.http, counters),
+        Protocol::Kafka => t.kafka.on_data(r, &mut t.http, counters),
+        Protocol::Http2 | Protocol::Grpc => t.http2.on_data(r, &mut t.http, counters),
+    }
 }
 
 /// Replays a recording through fresh trackers: the spans they made, and the counters.

@@ -31,6 +31,11 @@ pub enum DropReason {
     KernelPendingFull,
     /// A record from the ring failed validation.
     DecodeError,
+    /// Descriptor join: a write whose socket was not known yet was held for the
+    /// descriptor's next record, which never came (the descriptor closed or its process
+    /// ended first, or the holding table was full). Also what a descriptor that is no TCP
+    /// socket (a pipe, a file, a Unix socket) costs when its bytes look like a protocol.
+    SocketUnknown,
     /// The connection table was full when a connection opened.
     ConnTableFull,
     /// The listener table was full when a socket started listening.
@@ -71,11 +76,12 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 22] = [
         Self::KernelRingFull,
         Self::KernelReadFailed,
         Self::KernelPendingFull,
         Self::DecodeError,
+        Self::SocketUnknown,
         Self::ConnTableFull,
         Self::ListenerTableFull,
         Self::ExportFailed,
@@ -101,6 +107,7 @@ impl DropReason {
             Self::KernelReadFailed => KernelDrop::ReadFailed.reason(),
             Self::KernelPendingFull => KernelDrop::PendingFull.reason(),
             Self::DecodeError => "decode_error",
+            Self::SocketUnknown => "socket_unknown",
             Self::ConnTableFull => "conn_table_full",
             Self::ListenerTableFull => "listener_table_full",
             Self::ExportFailed => "export_failed",

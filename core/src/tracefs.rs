@@ -195,20 +195,35 @@ pub fn tcp_offsets(tp: TcpTracepoint, format: &str) -> Result<TcpTpOffsets, Layo
 /// Offset of `filename` in `sched:sched_process_exec`'s record: a 4-byte `__data_loc`
 /// (the string's offset in the record in its low 16 bits, its length in the high 16).
 pub fn exec_filename_offset(format: &str) -> Result<u32, LayoutError<'_>> {
+    field_offset(format, "filename", 4)
+}
+
+/// Offset of `skaddr` (the `struct sock` address, 8 bytes) in `tcp:tcp_rcv_space_adjust`'s
+/// record.
+pub fn rcv_space_skaddr_offset(format: &str) -> Result<u32, LayoutError<'_>> {
+    field_offset(format, "skaddr", 8)
+}
+
+/// Offset of the field `name`, which must be `size` bytes.
+fn field_offset<'a>(
+    format: &'a str,
+    name: &'static str,
+    size: u32,
+) -> Result<u32, LayoutError<'a>> {
     for f in fields(format) {
         let f = f?;
-        if f.name == "filename" {
-            if f.size != 4 {
+        if f.name == name {
+            if f.size != size {
                 return Err(LayoutError::Size {
                     field: f.name,
                     size: f.size,
-                    expected: 4,
+                    expected: size,
                 });
             }
             return Ok(f.offset);
         }
     }
-    Err(LayoutError::Missing("filename"))
+    Err(LayoutError::Missing(name))
 }
 
 #[cfg(test)]
@@ -277,6 +292,20 @@ print fmt: \"filename=%s pid=%d old_pid=%d\", __get_str(filename), REC->pid, REC
         assert!(matches!(
             exec_filename_offset(&EXEC.replace("offset:8;\tsize:4", "offset:8;\tsize:8")),
             Err(LayoutError::Size { size: 8, .. })
+        ));
+    }
+
+    #[test]
+    fn rcv_space_skaddr() {
+        let f = include_str!("testdata/tracefs-6.18/tcp_rcv_space_adjust.format");
+        assert_eq!(rcv_space_skaddr_offset(f), Ok(8));
+        assert_eq!(
+            rcv_space_skaddr_offset(&f.replace("skaddr;", "sk;")),
+            Err(LayoutError::Missing("skaddr"))
+        );
+        assert!(matches!(
+            rcv_space_skaddr_offset(&f.replace("offset:8;\tsize:8", "offset:8;\tsize:4")),
+            Err(LayoutError::Size { size: 4, .. })
         ));
     }
 

@@ -115,6 +115,7 @@ impl Agent {
             config.limits.ring_buffer_bytes,
             config.transport,
             capture,
+            config.capture_join,
             &config.excluded_ports,
             &telegen_config::kernel_comms(&config.rules),
             config

@@ -6,7 +6,7 @@ use crate::privileges::effective_caps;
 use crate::tracefs;
 use std::path::Path;
 use telegen_common::TcpEvent;
-use telegen_config::Config;
+use telegen_config::{CaptureJoin, Config};
 use telegen_core::budget::Budget;
 use telegen_core::tracefs::{TcpTracepoint, tcp_offsets};
 use telegen_export::http::MAX_RESPONSE_BYTES;
@@ -149,7 +149,7 @@ pub fn run(config: &Config) -> i32 {
     match tracefs::find() {
         Some(p) => {
             r.ok("tracefs", &p.display().to_string());
-            check_tracepoints(&mut r, &p);
+            check_tracepoints(&mut r, &p, config.capture_join);
         }
         None if has(caps, CAP_SYS_ADMIN) => r.note(
             "tracefs",
@@ -245,7 +245,7 @@ pub fn run(config: &Config) -> i32 {
     }
 }
 
-fn check_tracepoints(r: &mut Report, tracing: &Path) {
+fn check_tracepoints(r: &mut Report, tracing: &Path, join: CaptureJoin) {
     for tp in TcpTracepoint::ALL {
         let (group, name) = tp.event();
         let what = format!("{group}:{name}");
@@ -260,19 +260,12 @@ fn check_tracepoints(r: &mut Report, tracing: &Path) {
             Err(e) => r.note(&what, &format!("unavailable ({e}); will be skipped")),
         }
     }
-    // Request tracing: the socket a read or write went through (Linux 6.4+).
-    let present = tracefs::sockets_named(tracing);
+    // Request tracing: how a read or write is joined to its socket.
     let syscalls = tracing.join("events/syscalls/sys_enter_writev").exists();
-    match (present, syscalls) {
-        (true, true) => r.ok(
-            "HTTP request tracing",
-            "sock:sock_{send,recv}_length and syscalls",
-        ),
-        (false, _) => r.note(
-            "HTTP request tracing",
-            "unavailable: needs sock:sock_send_length/sock_recv_length (Linux 6.4+)",
-        ),
-        (true, false) => r.note(
+    match (crate::kernel::choose_join(tracing, join), syscalls) {
+        (Ok(j), true) => r.ok("HTTP request tracing", j.describe()),
+        (Err(e), _) => r.note("HTTP request tracing", &format!("unavailable: {e}")),
+        (Ok(_), false) => r.note(
             "HTTP request tracing",
             "unavailable: no syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         ),

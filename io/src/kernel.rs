@@ -17,15 +17,18 @@ use std::os::fd::{AsRawFd, RawFd};
 use telegen_common::{
     AGENT_TGID_GLOBAL, CloseEvent, DataEvent, EVENTS_MAP, EVENTS_PERF_MAP, EXCLUDED_ANY_GLOBAL,
     EXCLUDED_COMMS_CAP, EXCLUDED_COMMS_GLOBAL, EXCLUDED_MAP, EXCLUDED_PORTS_CAP,
-    EXCLUDED_PORTS_GLOBAL, EXCLUDED_PROBE, EXCLUDED_SLOTS, EXEC_FILENAME_GLOBAL,
-    KERNEL_DROP_REASONS, KERNEL_DROPS_MAP, KernelDrop, SOCK_OFFSETS_GLOBAL, SSL_PROBES,
-    SockOffsets, TRANSPORT_GLOBAL, TRANSPORT_PERF, TRANSPORT_RING, TcpTpOffsets,
-    WAKEUP_BYTES_GLOBAL, excluded_slot,
+    EXCLUDED_PORTS_GLOBAL, EXCLUDED_PROBE, EXCLUDED_SLOTS, EXEC_FILENAME_GLOBAL, FIELD_ABSENT,
+    JOIN_DESCRIPTOR, JOIN_GLOBAL, JOIN_SOCK_LENGTH, KERNEL_DROP_REASONS, KERNEL_DROPS_MAP,
+    KernelDrop, RCV_SPACE_SKADDR_GLOBAL, SOCK_OFFSETS_GLOBAL, SSL_PROBES, SockOffsets,
+    TRANSPORT_GLOBAL, TRANSPORT_PERF, TRANSPORT_RING, TcpTpOffsets, WAKEUP_BYTES_GLOBAL,
+    excluded_slot,
 };
-use telegen_config::Transport;
+use telegen_config::{CaptureJoin, Transport};
 use telegen_core::reorder::Reorder;
 use telegen_core::selfmetrics::{AgentCounters, DropReason};
-use telegen_core::tracefs::{TcpTracepoint, exec_filename_offset, tcp_offsets};
+use telegen_core::tracefs::{
+    TcpTracepoint, exec_filename_offset, rcv_space_skaddr_offset, tcp_offsets,
+};
 
 /// The compiled kernel programs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/telegen-ebpf"));
@@ -129,7 +132,7 @@ pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 const RECORD_LEN_MIN: usize = core::mem::size_of::<CloseEvent>();
 
 /// Payload capture: every read and write syscall that can carry a socket's bytes, and close.
-const CAPTURE_PROGRAMS: [(&str, &str); 23] = [
+const CAPTURE_PROGRAMS: [(&str, &str); 21] = [
     ("syscalls", "sys_enter_read"),
     ("syscalls", "sys_exit_read"),
     ("syscalls", "sys_enter_recvfrom"),
@@ -149,12 +152,80 @@ const CAPTURE_PROGRAMS: [(&str, &str); 23] = [
     ("syscalls", "sys_enter_sendmmsg"),
     ("syscalls", "sys_exit_sendmmsg"),
     ("syscalls", "sys_enter_close"),
-    ("sock", "sock_send_length"),
-    ("sock", "sock_recv_length"),
     // The process table: which program each process runs, and when it ends.
     ("sched", "sched_process_exec"),
     ("sched", "sched_process_exit"),
 ];
+
+/// The socket join of Linux 6.4+: tracepoints that name the socket of the call they fire in.
+const SOCKET_JOIN_PROGRAMS: [(&str, &str); 2] =
+    [("sock", "sock_send_length"), ("sock", "sock_recv_length")];
+
+/// The descriptor join (Linux 4.16+): the descriptor a thread connects, and the socket of
+/// each TCP read that copied data (with `sock:inet_sock_set_state`, attached anyway).
+const DESCRIPTOR_JOIN_PROGRAMS: [(&str, &str); 2] = [
+    ("syscalls", "sys_enter_connect"),
+    ("tcp", "tcp_rcv_space_adjust"),
+];
+
+/// How this kernel joins a read or write to its socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Join {
+    /// `sock:sock_{send,recv}_length` (Linux 6.4+).
+    Socket,
+    /// Per descriptor, learnt at `connect` and at each TCP read; the offset of `skaddr` in
+    /// `tcp:tcp_rcv_space_adjust`'s record.
+    Descriptor(u32),
+}
+
+impl Join {
+    /// What `telegen check` and the log call it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Socket => "socket join (sock:sock_send_length and sock:sock_recv_length)",
+            Self::Descriptor(_) => {
+                "descriptor join (sys_enter_connect, sock:inet_sock_set_state and \
+                 tcp:tcp_rcv_space_adjust; DNS over UDP is not traced)"
+            }
+        }
+    }
+
+    fn programs(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::Socket => &SOCKET_JOIN_PROGRAMS,
+            Self::Descriptor(_) => &DESCRIPTOR_JOIN_PROGRAMS,
+        }
+    }
+}
+
+/// The join `wanted` gets on this kernel, or why request tracing is not possible.
+pub fn choose_join(tracing: &std::path::Path, wanted: CaptureJoin) -> Result<Join, String> {
+    let socket = || {
+        if tracefs::sockets_named(tracing) {
+            Ok(Join::Socket)
+        } else {
+            Err(
+                "the socket join needs the tracepoints sock:sock_send_length and \
+                 sock:sock_recv_length (Linux 6.4+)"
+                    .to_string(),
+            )
+        }
+    };
+    let descriptor = || {
+        tracefs::read_format(tracing, "tcp", "tcp_rcv_space_adjust")
+            .map_err(|e| e.to_string())
+            .and_then(|f| rcv_space_skaddr_offset(&f).map_err(|e| e.to_string()))
+            .map(Join::Descriptor)
+            .map_err(|e| {
+                format!("the descriptor join needs tcp:tcp_rcv_space_adjust (Linux 4.16+): {e}")
+            })
+    };
+    match wanted {
+        CaptureJoin::Socket => socket(),
+        CaptureJoin::Descriptor => descriptor(),
+        CaptureJoin::Auto => socket().or_else(|s| descriptor().map_err(|d| format!("{s}; {d}"))),
+    }
+}
 
 /// The program an HTTP/2 call's exit tail-calls to gather its iovec buffers (not attached).
 const GATHER_PROGRAM: &str = "gather_http2";
@@ -244,6 +315,8 @@ fn verify_capture(ebpf: &mut Ebpf) -> (usize, usize) {
     let mut ok = 0;
     let names = CAPTURE_PROGRAMS
         .iter()
+        .chain(&SOCKET_JOIN_PROGRAMS)
+        .chain(&DESCRIPTOR_JOIN_PROGRAMS)
         .map(|(_, n)| *n)
         .chain([GATHER_PROGRAM])
         .chain(SSL_PROBES.iter().map(|(p, _)| *p));
@@ -365,6 +438,7 @@ impl Kernel {
         ring_bytes: u32,
         transport: Transport,
         capture: bool,
+        join: CaptureJoin,
         excluded_ports: &[u16],
         excluded_comms: &[String],
         exclude_processes: bool,
@@ -445,6 +519,17 @@ impl Kernel {
             SockOffsets::LP64
         };
         loader.override_global(SOCK_OFFSETS_GLOBAL, &sock, true);
+        let joined = if capture {
+            choose_join(&tracing, join)
+        } else {
+            Err("request tracing is off".to_string())
+        };
+        let (mode, skaddr) = match joined {
+            Ok(Join::Descriptor(skaddr)) => (JOIN_DESCRIPTOR, skaddr),
+            _ => (JOIN_SOCK_LENGTH, FIELD_ABSENT),
+        };
+        loader.override_global(JOIN_GLOBAL, &mode, true);
+        loader.override_global(RCV_SPACE_SKADDR_GLOBAL, &skaddr, true);
         let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| format!("loading the eBPF object: {e}"))?;
@@ -471,22 +556,25 @@ impl Kernel {
                 "could not attach sock:inet_sock_set_state; no TCP data can be collected".into(),
             );
         }
-        // Request tracing needs the tracepoints that name a call's socket (Linux 6.4+):
-        // without them the syscall programs would cost every read and write for nothing.
-        let sockets_named = tracefs::sockets_named(&tracing);
-        if capture && !sockets_named {
+        // Request tracing needs a way to join each call to its socket: without one the
+        // syscall programs would cost every read and write for nothing.
+        if capture && joined.is_err() {
             // Not attached, but still shown to this kernel's verifier: what a kernel upgrade
             // would run is known to load here.
             let (verified, total) = verify_capture(&mut ebpf);
+            let why = joined.as_ref().err().map_or("", String::as_str);
             log::warn!(
-                "no request tracing: it needs the tracepoints sock:sock_send_length and \
-                 sock:sock_recv_length (Linux 6.4+); TCP metrics are not affected \
+                "no request tracing: {why}; TCP metrics are not affected \
                  ({verified} of its {total} programs pass this kernel's verifier)"
             );
-        } else if capture {
+        } else if let (true, Ok(join)) = (capture, joined) {
+            log::info!(
+                "request tracing joins calls to sockets by the {}",
+                join.describe()
+            );
             install_gather(&mut ebpf);
             let mut missing = Vec::new();
-            for (group, name) in CAPTURE_PROGRAMS {
+            for &(group, name) in CAPTURE_PROGRAMS.iter().chain(join.programs()) {
                 match attach_capture(&mut ebpf, group, name) {
                     Ok(()) => attached.push(name),
                     Err(e) => {

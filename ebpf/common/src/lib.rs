@@ -163,6 +163,10 @@ pub struct DataEvent {
     /// Bytes of `data` that are valid: at most [`DATA_CAP`].
     pub captured: u32,
     /// Kernel address of the `struct sock` the bytes went through (as in [`TcpEvent`]).
+    /// 0 only in the descriptor join ([`JOIN_DESCRIPTOR`]): a write whose socket was not
+    /// known yet (a server that speaks first, a connection older than the agent); the
+    /// connection fields are zero, and user space holds the record until the descriptor's
+    /// next record names its socket.
     pub sock: u64,
     /// The connection as the socket sees it: local, then remote (as in [`TcpEvent`]).
     pub saddr: [u8; 16],
@@ -317,6 +321,20 @@ pub const EXCLUDED_COMMS_CAP: usize = 8;
 /// Name of the read-only global (u32): offset of `filename` (a `__data_loc` field) in
 /// `sched:sched_process_exec`'s record, from tracefs.
 pub const EXEC_FILENAME_GLOBAL: &str = "EXEC_FILENAME";
+
+/// Name of the read-only global (u32) that says how a read or write is joined to its
+/// socket: [`JOIN_SOCK_LENGTH`] or [`JOIN_DESCRIPTOR`].
+pub const JOIN_GLOBAL: &str = "JOIN";
+/// `sock:sock_{send,recv}_length` name the socket of the call they fire in (Linux 6.4+).
+pub const JOIN_SOCK_LENGTH: u32 = 0;
+/// The socket of a descriptor is learnt once and kept per (tgid, fd): from
+/// `sock:inet_sock_set_state` (SYN_SENT, in the connecting thread) after `connect`, and from
+/// `tcp:tcp_rcv_space_adjust`, which fires in the reading thread inside every TCP read that
+/// returns data (Linux 4.16+). Writes take the socket their descriptor was last seen with.
+pub const JOIN_DESCRIPTOR: u32 = 1;
+/// Name of the read-only global (u32): offset of `skaddr` in `tcp:tcp_rcv_space_adjust`'s
+/// record, from tracefs.
+pub const RCV_SPACE_SKADDR_GLOBAL: &str = "RCV_SPACE_SKADDR";
 
 /// Name of the read-only global (u32) holding the agent's own process id: its programs
 /// never capture the agent's own traffic (its exports are HTTP too).

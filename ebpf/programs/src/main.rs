@@ -24,8 +24,9 @@ use aya_ebpf::{
 use telegen_common::{
     AF_INET, CloseEvent, DATA_CAP, DEFAULT_RING_BYTES, DataEvent, EXCLUDED_COMMS_CAP,
     EXCLUDED_PORTS_CAP, EXCLUDED_PROBE, EXCLUDED_SLOTS, EventHeader, EventKind, ExecEvent,
-    ExitEvent, FIELD_ABSENT, KERNEL_DROP_REASONS, KernelDrop, MQTT_PORTS, PATH_CAP, SockOffsets,
-    TRANSPORT_PERF, TcpEvent, TcpTpOffsets, data_flags, direction, excluded_slot, tcp_state,
+    ExitEvent, FIELD_ABSENT, JOIN_DESCRIPTOR, KERNEL_DROP_REASONS, KernelDrop, MQTT_PORTS,
+    PATH_CAP, SockOffsets, TRANSPORT_PERF, TcpEvent, TcpTpOffsets, data_flags, direction,
+    excluded_slot, tcp_state,
 };
 
 #[map(name = "EVENTS")]
@@ -165,6 +166,9 @@ fn try_tcp_event(
     };
 
     let sock: u64 = read(ctx, off.skaddr)?;
+    if kind == EventKind::TcpStateChange && new_state == tcp_state::SYN_SENT {
+        learn_connect(sock);
+    }
     let mut sport: u16 = read_or(ctx, off.sport, 0)?;
     let mut dport: u16 = read_or(ctx, off.dport, 0)?;
     let mut family: u16 = read_or(ctx, off.family, AF_INET)?;
@@ -296,6 +300,12 @@ fn perf_output<C: EbpfContext, T>(ctx: &C, event: &T, size: u64) -> Result<(), K
 // looked at when they return, and a socket on an MQTT port is MQTT whatever its first bytes
 // (brokers read a packet's first byte alone).
 //
+// Kernels before 6.4 lack those two tracepoints: there the descriptor join ([`JOIN`]) learns
+// each descriptor's socket once, from `sock:inet_sock_set_state` inside `connect` and from
+// `tcp:tcp_rcv_space_adjust` inside each TCP read that copied data (4.16+), keeps it in
+// `FD_SOCKS` until `close`, and gives it to the calls no tracepoint named. UDP is not seen
+// that way (DNS over UDP is not traced there).
+//
 // The records of `syscalls:sys_enter_*` are the common fields (8 bytes), the syscall number
 // (8 with padding), then each argument as 8 bytes from offset 16; `sys_exit_*` records hold
 // the return value at 16. That layout is the same on every kernel with syscall tracepoints.
@@ -339,6 +349,72 @@ static AGENT_TGID: u32 = 0;
 
 #[unsafe(no_mangle)]
 static SOCK_OFFSETS: SockOffsets = SockOffsets::LP64;
+
+/// How a call is joined to its socket (`telegen_common::JOIN_GLOBAL`); set by user space
+/// before load, read-only, so the verifier prunes the join not taken.
+#[unsafe(no_mangle)]
+static JOIN: u32 = 0;
+
+/// Offset of `skaddr` in `tcp:tcp_rcv_space_adjust`'s record, from tracefs.
+#[unsafe(no_mangle)]
+static RCV_SPACE_SKADDR: u32 = FIELD_ABSENT;
+
+/// Descriptor join: the TCP socket (`struct sock` address) of each descriptor
+/// (tgid << 32 | fd) seen connecting or reading; dropped at `close`, an LRU for the
+/// descriptors of processes that ended without closing them.
+#[map(name = "FD_SOCKS")]
+static FD_SOCKS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Descriptor join: the descriptor each thread is calling `connect` on, until the socket's
+/// move to SYN_SENT (in the same thread) names it. An LRU: a connect that never gets there
+/// (UDP, an error) leaves an entry that the thread's next connect replaces.
+#[map(name = "CONNECTING")]
+static CONNECTING: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
+
+#[inline(always)]
+fn descriptor_join() -> bool {
+    // SAFETY: a read-only global that user space sets before load.
+    let join = unsafe { core::ptr::read_volatile(&JOIN) };
+    join == JOIN_DESCRIPTOR
+}
+
+/// Descriptor join: `sock` is what descriptor `fd` of this process goes through; written
+/// only when it changed (an LRU update costs more than the lookup).
+#[inline(always)]
+fn learn_fd(fd: u32, sock: u64) {
+    let key = fd_key(fd);
+    // SAFETY: the value is copied at once.
+    if unsafe { FD_SOCKS.get(&key) }.copied() != Some(sock) {
+        let _ = FD_SOCKS.insert(&key, &sock, 0);
+    }
+}
+
+/// Descriptor join: a socket of this thread moved to SYN_SENT, which happens inside
+/// `connect`: it is the socket of the descriptor being connected.
+#[inline(always)]
+fn learn_connect(sock: u64) {
+    if !descriptor_join() {
+        return;
+    }
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(fd) = (unsafe { CONNECTING.get(&id) }).copied() else {
+        return;
+    };
+    let _ = CONNECTING.remove(&id);
+    learn_fd(fd, sock);
+}
+
+/// The socket of a call that no socket tracepoint named: in the descriptor join, the one its
+/// descriptor was last seen with.
+#[inline(always)]
+fn joined_sock(sock: u64, fd: u32) -> u64 {
+    if sock != 0 || !descriptor_join() || fd == u32::MAX {
+        return sock;
+    }
+    // SAFETY: the value is copied at once.
+    unsafe { FD_SOCKS.get(&fd_key(fd)) }.copied().unwrap_or(0)
+}
 
 /// Bytes of a [`DataEvent`] before its data.
 const DATA_HEADER: usize = core::mem::size_of::<DataEvent>() - DATA_CAP;
@@ -713,8 +789,16 @@ fn on_sock(ctx: &TracePointContext) -> u32 {
     if protocol == IPPROTO_UDP {
         return 0;
     }
+    tls_socket(id, sock);
+    0
+}
+
+/// The TCP socket `sock` moved bytes for thread `id`: if its TLS library is inside a call,
+/// the SSL object remembers the socket and descriptor.
+#[inline(always)]
+fn tls_socket(id: u64, sock: u64) {
     if let Some(t) = TLS_PENDING.get_ptr_mut(&id) {
-        // SAFETY: as above.
+        // SAFETY: a valid map value of this thread.
         unsafe {
             (*t).call.sock = sock;
             let conn = SslConn {
@@ -725,7 +809,6 @@ fn on_sock(ctx: &TracePointContext) -> u32 {
             let _ = SSL_CONNS.insert(&(*t).ssl, &conn, 0);
         }
     }
-    0
 }
 
 // ---- TLS plaintext from OpenSSL uprobes ------------------------------------------------
@@ -794,7 +877,12 @@ fn ssl_return(ctx: &RetProbeContext) -> u32 {
     };
     let _ = TLS_PENDING.remove(&id);
     let ret: i64 = ctx.ret::<i32>() as i64;
-    if ret <= 0 || t.call.sock == 0 {
+    if ret <= 0 {
+        return 0;
+    }
+    let mut t = t;
+    t.call.sock = joined_sock(t.call.sock, t.call.fd);
+    if t.call.sock == 0 {
         return 0;
     }
     let moved = if t.count_ptr != 0 {
@@ -859,9 +947,12 @@ fn exit_call(ctx: &TracePointContext, dns_pairs: bool) -> u32 {
     };
     let _ = PENDING.remove(&id);
     let ret = arg(ctx, RET) as i64;
-    if ret <= 0 || p.sock == 0 {
+    if ret <= 0 {
         return 0;
     }
+    let Some(p) = with_socket(p) else {
+        return finish(unjoined(ctx, &p, ret as u64));
+    };
     let Some((buf, len)) = first_buffer(p.ptr, p.how, ret as u64) else {
         return 0;
     };
@@ -894,9 +985,13 @@ fn exit_mmsg(ctx: &TracePointContext) -> u32 {
     };
     let _ = PENDING.remove(&id);
     let ret = arg(ctx, RET) as i64;
-    if ret <= 0 || p.sock == 0 {
+    if ret <= 0 {
         return 0;
     }
+    // sendmmsg carries DNS over UDP, whose sockets the descriptor join never learns.
+    let Some(p) = with_socket(p) else {
+        return 0;
+    };
     let mut result = Ok(());
     for i in 0..MMSG_CAPTURED {
         if i >= ret as u64 {
@@ -918,6 +1013,66 @@ fn exit_mmsg(ctx: &TracePointContext) -> u32 {
         result = result.and(capture(ctx, &p, buf, len, u64::from(moved), false));
     }
     finish(result)
+}
+
+/// The call with its socket, if it has one (see [`joined_sock`]).
+#[inline(always)]
+fn with_socket(p: Pending) -> Option<Pending> {
+    let sock = joined_sock(p.sock, p.fd);
+    if sock == 0 {
+        None
+    } else {
+        Some(Pending { sock, ..p })
+    }
+}
+
+/// Descriptor join: a write whose descriptor's socket is not known yet (a server that
+/// speaks first, a connection older than the agent that writes before it reads). If its
+/// first bytes open a protocol they go out with no socket and no connection: user space
+/// holds them until the descriptor's next record names the socket (the peer's answer, read
+/// on the same descriptor). Only the first buffer, as for any write.
+#[inline(always)]
+fn unjoined(ctx: &TracePointContext, p: &Pending, ret: u64) -> Result<(), KernelDrop> {
+    if !descriptor_join() || p.dir != direction::EGRESS {
+        return Ok(());
+    }
+    let Some((buf, len)) = first_buffer(p.ptr, p.how, ret) else {
+        return Ok(());
+    };
+    let len = if len < ret { len } else { ret };
+    let protocol = protocol_of(p.fd, buf, len);
+    if protocol == 0 {
+        // DNS over UDP: its sockets are never learnt (not traced in this join).
+        return Ok(());
+    }
+    let Some(scratch) = DATA_SCRATCH.get_ptr_mut(0) else {
+        return Ok(());
+    };
+    let n = if len > DATA_CAP as u64 {
+        DATA_CAP as u64
+    } else {
+        len
+    };
+    // SAFETY: `n` is at most the destination's size; the helper copes with any source.
+    let rc = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            (*scratch).event.data.as_mut_ptr().cast(),
+            n as u32,
+            buf as *const core::ffi::c_void,
+        )
+    };
+    if rc < 0 {
+        return Err(KernelDrop::ReadFailed);
+    }
+    // SAFETY: this CPU's slot of a per-CPU array; tracepoint programs do not nest on a CPU.
+    let event = unsafe { &mut (*scratch).event };
+    event.saddr = [0; 16];
+    event.daddr = [0; 16];
+    event.sport = 0;
+    event.dport = 0;
+    event.family = AF_INET;
+    event.sock = 0;
+    finish_data(ctx, event, p, n, ret, protocol)
 }
 
 #[inline(always)]
@@ -1086,6 +1241,20 @@ fn send_data<C: EbpfContext>(
         return Ok(());
     }
     event.family = family;
+    event.sock = p.sock;
+    finish_data(ctx, event, p, n, moved, protocol)
+}
+
+/// Fills in the header of the record whose data and connection are in place, and sends it.
+#[inline(always)]
+fn finish_data<C: EbpfContext>(
+    ctx: &C,
+    event: &mut DataEvent,
+    p: &Pending,
+    n: u64,
+    moved: u64,
+    protocol: u8,
+) -> Result<(), KernelDrop> {
     event.flags = p.flags
         | match protocol {
             FD_REDIS => data_flags::REDIS,
@@ -1098,7 +1267,6 @@ fn send_data<C: EbpfContext>(
             FD_HTTP2 => data_flags::HTTP2,
             _ => 0,
         };
-    event.sock = p.sock;
     let pid_tgid = bpf_get_current_pid_tgid();
     event.header = EventHeader {
         kind: EventKind::SocketData as u32,
@@ -1245,6 +1413,47 @@ pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
     on_sock(&ctx)
 }
+/// Descriptor join: the descriptor a thread connects (its socket comes at SYN_SENT).
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    if !descriptor_join() || ours() {
+        return 0;
+    }
+    let fd = arg(&ctx, ARG0) as u32;
+    let _ = CONNECTING.insert(&bpf_get_current_pid_tgid(), &fd, 0);
+    0
+}
+/// Descriptor join: `tcp:tcp_rcv_space_adjust` fires in the reading thread inside each TCP
+/// read that copied data: it names the socket of the pending read (as `sock_recv_length`
+/// does on 6.4+), and so of its descriptor.
+#[tracepoint]
+pub fn tcp_rcv_space_adjust(ctx: TracePointContext) -> u32 {
+    // SAFETY: a read-only global that user space sets before load.
+    let off = unsafe { core::ptr::read_volatile(&RCV_SPACE_SKADDR) };
+    if !descriptor_join() || off == FIELD_ABSENT {
+        return 0;
+    }
+    let Ok(sock) = read::<u64>(&ctx, off) else {
+        return finish(Err(KernelDrop::ReadFailed));
+    };
+    let id = bpf_get_current_pid_tgid();
+    let Some(p) = PENDING.get_ptr_mut(&id) else {
+        return 0;
+    };
+    // SAFETY: a valid map value of this thread.
+    let fd = unsafe {
+        if (*p).sock == sock {
+            // A read that copies several segments: named already.
+            return 0;
+        }
+        (*p).sock = sock;
+        (*p).udp = 0;
+        (*p).fd
+    };
+    learn_fd(fd, sock);
+    tls_socket(id, sock);
+    0
+}
 #[tracepoint]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
     on_sock(&ctx)
@@ -1291,6 +1500,9 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let fd = arg(&ctx, ARG0) as u32;
     let key = (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(fd);
+    if descriptor_join() {
+        let _ = FD_SOCKS.remove(&key);
+    }
     // SAFETY: only presence is checked.
     if unsafe { CAPTURED_FDS.get(&key) }.is_none() {
         return 0;

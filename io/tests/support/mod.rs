@@ -149,10 +149,17 @@ pub fn start_agent(args: &[&str], env: &[(&str, &str)]) -> Proc {
 ///
 /// Unless `args` choose otherwise, the agent runs with `--seccomp kill`: every test then also
 /// proves that the steady state makes no system call outside the filter's list (the agent
-/// would die of SIGSYS and the test see it); and with `--cloud-metadata off`.
+/// would die of SIGSYS and the test see it); with `--cloud-metadata off`; and with the
+/// `--capture-join` that `TELEGEN_TEST_CAPTURE_JOIN` names, if set (the suite runs the L7
+/// tests again with the descriptor join that kernels before 6.4 get).
 pub fn start_agent_to(args: &[&str], env: &[(&str, &str)], stdout: Stdio) -> Proc {
     let mut cmd = Command::new(AGENT);
     cmd.args(args).stdout(stdout).stderr(Stdio::piped());
+    if let Ok(join) = std::env::var("TELEGEN_TEST_CAPTURE_JOIN")
+        && !args.contains(&"--capture-join")
+    {
+        cmd.args(["--capture-join", &join]);
+    }
     if !args.contains(&"--seccomp") {
         cmd.args(["--seccomp", "kill"]);
     }
