@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Proves the kernel programs on a real arm64 kernel: boots Debian's arm64 kernel under
 # qemu-system-aarch64 (software emulation) with a tiny initramfs holding the static aarch64
-# telegen and busybox, loads and attaches every program, makes TCP connections inside the
-# guest, and reads the agent's console output back from the serial port. Both transports
-# (ring buffer and perf buffers) run.
+# telegen and busybox, loads and attaches every program, makes TCP connections and HTTP
+# requests (cross/vm/httpd.rs and busybox wget) inside the guest, and reads the agent's console output
+# back from the serial port. Both transports (ring buffer and perf buffers) run, with the
+# descriptor join that Linux 6.1 gets for request tracing; a third run asks for the socket
+# join of 6.4+, which this kernel cannot give: it still shows every program to the verifier.
 # Needs the aarch64 build (cross/cross.sh). Fetches what it needs from Debian once, into
 # ~/.cache/telegen/arm64.
 set -euo pipefail
@@ -33,6 +35,8 @@ trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,etc}
 cp "$CACHE/busybox" "$root/bin/busybox"
 cp "$BIN" "$root/telegen"
+rustc --edition 2021 -O --target aarch64-unknown-linux-musl -C linker=rust-lld \
+  -C target-feature=+crt-static cross/vm/httpd.rs -o "$root/bin/vm-httpd"
 echo 'root:x:0:0:root:/:/bin/sh' > "$root/etc/passwd"
 echo 'nobody:x:65534:65534:nobody:/:/bin/false' >> "$root/etc/passwd"
 cat > "$root/init" <<'INIT'
@@ -43,26 +47,33 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 ip link set lo up
 echo "== uname: $(uname -m) $(uname -r)"
+mount -t tracefs tracefs /sys/kernel/tracing
 echo "== check"
 /telegen check
 run() {
-  transport=$1; port=$2
-  echo "== run: $transport"
-  /telegen --console --transport $transport --seccomp kill > /tmp/console.txt 2> /tmp/agent.txt &
+  transport=$1; port=$2; join=$3
+  echo "== run: $transport $join"
+  /telegen --console --transport $transport --capture-join $join --seccomp kill > /tmp/console.txt 2> /tmp/agent.txt &
   agent=$!
   i=0; while ! grep -q "attached tracepoints" /tmp/agent.txt && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done
   (for n in 1 2 3; do nc -l -p $port < /dev/null > /dev/null; done) &
   sleep 2
   for n in 1 2 3; do echo hello | nc 127.0.0.1 $port; sleep 1; done
+  vm-httpd $((port + 10)) &
+  httpd=$!
+  sleep 1
+  for n in 1 2 3; do wget -q -O /dev/null http://127.0.0.1:$((port + 10))/index.html; sleep 1; done
+  kill $httpd
   sleep 2
   kill -TERM $agent
   wait $agent
   echo "== agent exit $?"
   cat /tmp/agent.txt
-  grep -E "telegen.tcp.connections.opened|kernel_ring_full|telegen.agent.events" /tmp/console.txt
+  grep -E "telegen.tcp.connections.opened|kernel_ring_full|socket_unknown|telegen.agent.events|^span " /tmp/console.txt
 }
-run ring 8080
-run perf 8081
+run ring 8080 auto
+run perf 8081 auto
+run ring 8082 socket
 echo "== done"
 poweroff -f
 INIT
@@ -79,25 +90,37 @@ tr -d '\r' < "$log" | sed -n '/== uname/,/== done/p'
 # The verdict: every program attached on arm64, the connections counted, a clean exit.
 clean=$(tr -d '\r' < "$log")
 fail() { echo "arm64 VM: $*"; exit 1; }
-for t in "ring buffer" "perf buffers"; do
-  grep -q "attached tracepoints: inet_sock_set_state, tcp_retransmit_skb, tcp_send_reset, tcp_receive_reset (records through $t)" <<<"$clean" \
-    || fail "not every program attached ($t)"
-done
-[ "$(grep -c "== agent exit 0" <<<"$clean")" = 2 ] || fail "the agent did not exit 0 twice"
-# Both runs under the seccomp filter (aarch64 musl's system calls): a call outside its list
+attached() { grep -E "attached tracepoints: inet_sock_set_state, tcp_retransmit_skb, tcp_send_reset, tcp_receive_reset$1 \(records through $2\)" <<<"$clean"; }
+# Linux 6.1 lacks sock:sock_{send,recv}_length: request tracing joins calls to sockets by
+# descriptor, with every capture program attached.
+capture=", sys_enter_read, .*, sys_enter_close, sched_process_exec, sched_process_exit, sys_enter_connect, tcp_rcv_space_adjust"
+attached "$capture" "ring buffer" >/dev/null || fail "not every program attached (ring buffer)"
+attached "$capture" "perf buffers" >/dev/null || fail "not every program attached (perf buffers)"
+grep -q "HTTP request tracing *descriptor join" <<<"$clean" || fail "check did not name the descriptor join"
+[ "$(grep -c "request tracing joins calls to sockets by the descriptor join" <<<"$clean")" = 2 ] \
+  || fail "the descriptor join was not taken twice"
+! grep -q "are not seen: spans and request metrics are incomplete" <<<"$clean" \
+  || fail "a capture program did not attach"
+[ "$(grep -c "== agent exit 0" <<<"$clean")" = 3 ] || fail "the agent did not exit 0 three times"
+# Every run under the seccomp filter (aarch64 musl's system calls): a call outside its list
 # would have killed the agent (exit 159, SIGSYS) instead of the clean exits above.
-[ "$(grep -c "seccomp filter installed (Kill)" <<<"$clean")" = 2 ] || fail "no seccomp filter"
-# Linux 6.1 lacks sock:sock_{send,recv}_length: request tracing is off, said once per run,
-# and no syscall program is attached for nothing (the lists above would show them).
-[ "$(grep -c "no request tracing: it needs the tracepoints sock:sock_send_length" <<<"$clean")" = 2 ] \
-  || fail "the missing request-tracing tracepoints were not reported"
-# Those programs are still shown to the arm64 verifier (loaded, not attached): all must pass.
-[ "$(grep -c "(32 of its 32 programs pass this kernel's verifier)" <<<"$clean")" = 2 ] \
+[ "$(grep -c "seccomp filter installed (Kill)" <<<"$clean")" = 3 ] || fail "no seccomp filter"
+# The socket join asked for where it cannot be: request tracing is off, TCP metrics stay,
+# and every request-tracing program (both joins') is still shown to the arm64 verifier.
+attached "" "ring buffer" >/dev/null || fail "the socket-join run attached more than TCP metrics"
+grep -q "no request tracing: the socket join needs the tracepoints sock:sock_send_length" <<<"$clean" \
+  || fail "the missing socket-join tracepoints were not reported"
+grep -q "(34 of its 34 programs pass this kernel's verifier)" <<<"$clean" \
   || fail "a request-tracing program did not pass the arm64 verifier"
 ! grep -q "verifier refused" <<<"$clean" || fail "the verifier refused a program"
+# The HTTP requests, both ends, in each descriptor-join run (6 of each).
+server=$(grep -c "^span SERVER GET /index.html 200 .* vm-httpd\[" <<<"$clean" || true)
+client=$(grep -c "^span CLIENT GET /index.html 200 .* wget\[" <<<"$clean" || true)
+[ "$server" = 6 ] && [ "$client" = 6 ] \
+  || fail "HTTP: expected 6 server and 6 client spans, got $server and $client"
 # busybox nc listens dual-stack and each listener is its own process: sum the series.
 sum() { grep -E "connections.opened\\{server.address=\"127.0.0.1\",server.port=$2,network.transport=\"tcp\",network.type=\"ipv4\",telegen.connection.side=\"$1\"" <<<"$clean" | awk '{s += $NF} END {print s + 0}'; }
-for port in 8080 8081; do
+for port in 8080 8081 8082; do
   server=$(sum server $port)
   client=$(sum client $port)
   [ "$server" = 3 ] && [ "$client" = 3 ] || fail "port $port: expected 3 server and 3 client ends, got $server and $client"
