@@ -714,3 +714,50 @@ fn a_server_in_a_named_container_is_its_service() {
         assert_eq!(attr(&s.resource, "service.name"), Some(name.as_str()));
     }
 }
+
+/// A keep-alive connection opened before the agent started: its next requests are traced at
+/// both ends. With the descriptor join (kernels before 6.4) the client's first request comes
+/// before its socket is known; it is held until the response, read on the same descriptor,
+/// names the socket.
+#[test]
+fn a_keep_alive_connection_older_than_the_agent_is_traced_from_its_next_request() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    let nginx = start_nginx("http-older");
+    let client = format!(
+        r#"
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", {port})
+def get():
+    c.request("GET", "/ok")
+    r = c.getresponse()
+    assert r.status == 200, r.status
+    r.read()
+get()
+print("connected", flush=True)
+sys.stdin.readline()
+for _ in range(3):
+    get()
+c.close()
+"#,
+        port = nginx.port
+    );
+    let mut python = Command::new("python3")
+        .args(["-c", &client])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut out = std::io::BufReader::new(python.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "connected\n", "the client's first request");
+    let traced = Traced::start("http-older", &[("OTEL_SERVICE_NAME", "http-test")]);
+    std::io::Write::write_all(&mut python.stdin.take().unwrap(), b"go\n").unwrap();
+    assert!(python.wait().unwrap().success(), "python client failed");
+    let requests = traced.finish(&[]);
+    let all = spans(&requests);
+    let port = nginx.port;
+    assert_eq!(count(&all, "SPAN_KIND_CLIENT", "python3", port, "200"), 3);
+    assert_eq!(count(&all, "SPAN_KIND_SERVER", "nginx", port, "200"), 3);
+    assert_no_drops(&requests, &["socket_unknown"]);
+}
