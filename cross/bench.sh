@@ -25,3 +25,6 @@ cargo bench -q -p telegen --bench export_outage 2>&1 | quiet
 echo
 echo "## HTTP request tracing: nginx under wrk, without and with the agent"
 cargo bench -q -p telegen --bench http_overhead 2>&1 | quiet
+echo
+echo "## Kernel time per request: each capture join, and the floor of empty programs"
+cargo bench -q -p telegen --bench kernel_cost 2>&1 | quiet
