@@ -252,6 +252,45 @@ impl SockOffsets {
     };
 }
 
+/// The start of `struct sock_common`, the same on 32- and 64-bit kernels: what a captured
+/// call's IPv4 connection is read from, in one copy (each copy from kernel memory costs
+/// about as much as several of its fields).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockHead {
+    pub daddr: [u8; 4],
+    pub rcv_saddr: [u8; 4],
+    pub hash: u32,
+    /// Network byte order.
+    pub dport: u16,
+    /// Host byte order.
+    pub num: u16,
+    pub family: u16,
+    pub _pad0: u16,
+}
+
+const _: () = {
+    use core::mem::offset_of;
+    let head = [
+        offset_of!(SockHead, daddr) as u32,
+        offset_of!(SockHead, rcv_saddr) as u32,
+        offset_of!(SockHead, dport) as u32,
+        offset_of!(SockHead, num) as u32,
+        offset_of!(SockHead, family) as u32,
+    ];
+    let mut i = 0;
+    while i < 2 {
+        let o = if i == 0 {
+            SockOffsets::LP64
+        } else {
+            SockOffsets::ILP32
+        };
+        assert!(head[0] == o.daddr && head[1] == o.rcv_saddr && head[2] == o.dport);
+        assert!(head[3] == o.num && head[4] == o.family);
+        i += 1;
+    }
+};
+
 /// Name of the read-only global holding the [`SockOffsets`].
 pub const SOCK_OFFSETS_GLOBAL: &str = "SOCK_OFFSETS";
 

@@ -25,7 +25,7 @@ use telegen_common::{
     AF_INET, CloseEvent, DATA_CAP, DEFAULT_RING_BYTES, DataEvent, EXCLUDED_COMMS_CAP,
     EXCLUDED_PORTS_CAP, EXCLUDED_PROBE, EXCLUDED_SLOTS, EventHeader, EventKind, ExecEvent,
     ExitEvent, FIELD_ABSENT, JOIN_DESCRIPTOR, KERNEL_DROP_REASONS, KernelDrop, MQTT_PORTS,
-    PATH_CAP, SockOffsets, TRANSPORT_PERF, TcpEvent, TcpTpOffsets, data_flags, direction,
+    PATH_CAP, SockHead, SockOffsets, TRANSPORT_PERF, TcpEvent, TcpTpOffsets, data_flags, direction,
     excluded_slot, tcp_state,
 };
 
@@ -472,7 +472,13 @@ fn fd_protocol(fd: u32) -> u8 {
 /// What `len` bytes at `buf`, moved on `fd`, are: a protocol to capture, or 0.
 #[inline(always)]
 fn protocol_of(fd: u32, buf: u64, len: u64) -> u8 {
-    let seen = first_bytes_protocol(buf, len);
+    protocol_of_head(fd, head(buf, len), len)
+}
+
+/// [`protocol_of`] from the call's first eight bytes, read already ([`head`]).
+#[inline(always)]
+fn protocol_of_head(fd: u32, h: Option<[u8; 8]>, len: u64) -> u8 {
+    let seen = first_bytes_protocol(h);
     if seen == FD_HTTP || seen == FD_HTTP2 {
         return seen;
     }
@@ -490,11 +496,8 @@ fn protocol_of(fd: u32, buf: u64, len: u64) -> u8 {
 
 /// The protocol the first bytes of a call open, or 0.
 #[inline(always)]
-fn first_bytes_protocol(buf: u64, len: u64) -> u8 {
-    if len < 8 {
-        return 0;
-    }
-    let Some(h) = peek(buf) else {
+fn first_bytes_protocol(h: Option<[u8; 8]>) -> u8 {
+    let Some(h) = h else {
         return 0;
     };
     if looks_like_http(&h) {
@@ -680,13 +683,13 @@ fn looks_like_kafka_request(b: &[u8; 8]) -> bool {
 /// QR bit clear, opcode QUERY, one question and no answers.
 #[inline(always)]
 fn looks_like_dns_query(buf: u64, len: u64) -> bool {
-    if len < 17 {
-        return false;
-    }
-    match peek(buf) {
-        Some([_, _, f, _, 0, 1, 0, 0]) => f & 0xf8 == 0,
-        _ => false,
-    }
+    len >= 17 && dns_query_head(peek(buf))
+}
+
+/// Whether the first eight bytes of a call of 17 or more open a DNS query.
+#[inline(always)]
+fn dns_query_head(h: Option<[u8; 8]>) -> bool {
+    matches!(h, Some([_, _, f, _, 0, 1, 0, 0]) if f & 0xf8 == 0)
 }
 
 /// The first buffer of a call: `(base, len)`. `len` is the buffer's size, not what moved.
@@ -730,6 +733,12 @@ fn peek(buf: u64) -> Option<[u8; 8]> {
     unsafe { bpf_probe_read_user(buf as *const [u8; 8]) }.ok()
 }
 
+/// The first eight bytes of a buffer of `len`, `None` when shorter (or unreadable).
+#[inline(always)]
+fn head(buf: u64, len: u64) -> Option<[u8; 8]> {
+    if len < 8 { None } else { peek(buf) }
+}
+
 #[inline(always)]
 fn enter(ctx: &TracePointContext, how: u32, dir: u32) -> u32 {
     if ours() {
@@ -746,11 +755,13 @@ fn enter(ctx: &TracePointContext, how: u32, dir: u32) -> u32 {
         let Some((buf, len)) = first_buffer(ptr, how, arg(ctx, ARG2)) else {
             return 0;
         };
-        let dns = looks_like_dns_query(buf, len)
+        // The first bytes are read once, for the DNS check and the protocol's.
+        let h = head(buf, len);
+        let dns = (len >= 17 && dns_query_head(h))
             || (how == IOVEC
                 && len == 2
                 && second_iov(ptr).is_some_and(|(b, l)| looks_like_dns_query(b, l)));
-        if protocol_of(arg(ctx, ARG0) as u32, buf, len) == 0 && !dns {
+        if !dns && protocol_of_head(arg(ctx, ARG0) as u32, h, len) == 0 {
             return 0;
         }
     }
@@ -1222,21 +1233,21 @@ fn send_data<C: EbpfContext>(
     protocol: u8,
     off: &SockOffsets,
 ) -> Result<(), KernelDrop> {
-    let family: u16 = read_sock(p.sock, off.family)?;
+    // One copy for the IPv4 connection, ports and family (each copy costs about as much as
+    // several of these fields).
+    let head: SockHead = read_sock(p.sock, 0)?;
+    let family = head.family;
     if family == AF_INET {
-        let s: [u8; 4] = read_sock(p.sock, off.rcv_saddr)?;
-        let d: [u8; 4] = read_sock(p.sock, off.daddr)?;
         event.saddr = [0; 16];
         event.daddr = [0; 16];
-        event.saddr[..4].copy_from_slice(&s);
-        event.daddr[..4].copy_from_slice(&d);
+        event.saddr[..4].copy_from_slice(&head.rcv_saddr);
+        event.daddr[..4].copy_from_slice(&head.daddr);
     } else {
         event.saddr = read_sock(p.sock, off.v6_rcv_saddr)?;
         event.daddr = read_sock(p.sock, off.v6_daddr)?;
     }
-    let dport: u16 = read_sock(p.sock, off.dport)?;
-    event.sport = read_sock(p.sock, off.num)?;
-    event.dport = u16::from_be(dport);
+    event.sport = head.num;
+    event.dport = u16::from_be(head.dport);
     if port_excluded(event.sport, event.dport) {
         return Ok(());
     }
@@ -1281,7 +1292,11 @@ fn finish_data<C: EbpfContext>(
     event.direction = p.dir;
     event.len = moved as u32;
     event.captured = n as u32;
-    let _ = CAPTURED_FDS.insert(&fd_key(p.fd), &protocol, 0);
+    // An update costs a new LRU element each time; most records only confirm what the
+    // descriptor already carried, and the lookup keeps its entry fresh.
+    if fd_protocol(p.fd) != protocol {
+        let _ = CAPTURED_FDS.insert(&fd_key(p.fd), &protocol, 0);
+    }
     // Only the captured bytes travel: a status line costs about 130 bytes of ring, not 616.
     let size = DATA_HEADER as u64 + n;
     event.header.size = size as u32;
