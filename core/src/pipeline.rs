@@ -9,6 +9,7 @@ use crate::kafka::KafkaTracker;
 use crate::metrics::MetricSink;
 use crate::mqtt::MqttTracker;
 use crate::mysql::MysqlTracker;
+use crate::own::OwnConnections;
 use crate::postgres::PostgresTracker;
 use crate::record::{DecodeError, Protocol, Record, decode};
 use crate::redis::RedisTracker;
@@ -31,6 +32,8 @@ pub struct Trackers {
     pub kafka: KafkaTracker,
     /// Writes that came before their descriptor's socket was known (descriptor join).
     pub unjoined: Unjoined,
+    /// The agent's export connections: their other end's calls make no spans.
+    pub own: OwnConnections,
 }
 
 impl Trackers {
@@ -58,6 +61,7 @@ impl Trackers {
             amqp: AmqpTracker::new(c),
             kafka: KafkaTracker::new(c),
             unjoined: Unjoined::new(),
+            own: OwnConnections::new(),
         }
     }
 
@@ -169,6 +173,9 @@ pub fn on_record<'a>(
 
 /// Hands a socket's bytes to the tracker of their protocol.
 fn on_data(r: &crate::record::DataRecord<'_>, t: &mut Trackers, counters: &mut AgentCounters) {
+    if t.own.is_peer_of(r) {
+        return;
+    }
     match r.protocol {
         Protocol::Http => t.http.on_data(r, counters),
         Protocol::Redis => t.redis.on_data(r, &mut t.http, counters),

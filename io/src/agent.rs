@@ -487,6 +487,12 @@ impl Agent {
     /// Reads the kernel's records until none is left; the per-record path allocates
     /// nothing. Then reads /proc once for each process whose first span just finished.
     fn drain(&mut self, last: bool) {
+        // Connections opened since the last drain, before the records of their other end.
+        for c in [&mut self.metrics, &mut self.traces].into_iter().flatten() {
+            if let Some((local, remote)) = c.take_opened() {
+                self.t.own.opened(end(local), end(remote));
+            }
+        }
         let (trackers, counters) = (&mut self.t, &mut self.counters);
         let (recorder, procs) = (&mut self.recorder, &mut self.procs);
         let kube = &self.kube;
@@ -802,4 +808,20 @@ fn id_seed() -> u64 {
     unix_ns()
         ^ (u64::from(std::process::id()) << 32)
         ^ crate::kernel::monotonic_ns().rotate_left(17)
+}
+
+/// A socket address as the kernel's records give it.
+fn end(a: std::net::SocketAddr) -> telegen_core::own::End {
+    let (v6, bytes) = match a.ip() {
+        std::net::IpAddr::V4(ip) => {
+            let mut b = [0; 16];
+            b[..4].copy_from_slice(&ip.octets());
+            (false, b)
+        }
+        std::net::IpAddr::V6(ip) => (true, ip.octets()),
+    };
+    telegen_core::own::End {
+        addr: telegen_core::record::IpAddr::from_wire(v6, bytes),
+        port: a.port(),
+    }
 }

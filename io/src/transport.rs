@@ -50,6 +50,8 @@ pub struct Connection {
     /// HTTP statuses already logged at warn level (each is logged once).
     logged: Vec<u16>,
     buf: Box<[u8; 16 * 1024]>,
+    /// The ends (ours, the collector's) of the connection opened last, until taken.
+    opened: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl Connection {
@@ -135,6 +137,7 @@ impl Connection {
             gave_up: false,
             logged: Vec::new(),
             buf: Box::new([0; 16 * 1024]),
+            opened: None,
         })
     }
 
@@ -259,10 +262,18 @@ impl Connection {
             ),
             None => None,
         };
+        // The kernel picked the local port at connect.
+        self.opened = stream.local_addr().ok().map(|local| (local, addr));
         self.stream = Some(stream);
         self.connected = false;
         self.answered = 0;
         Ok(())
+    }
+
+    /// The ends (ours, the collector's) of a connection opened since the last call: the
+    /// collector's calls on it are the agent's own traffic.
+    pub fn take_opened(&mut self) -> Option<(SocketAddr, SocketAddr)> {
+        self.opened.take()
     }
 
     fn close(&mut self, poll: &Poll) {

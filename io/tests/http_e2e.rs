@@ -761,3 +761,43 @@ c.close()
     assert_eq!(count(&all, "SPAN_KIND_SERVER", "nginx", port, "200"), 3);
     assert_no_drops(&requests, &["socket_unknown"]);
 }
+
+#[test]
+fn the_collector_the_agent_exports_to_makes_no_spans_of_its_requests() {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    let nginx = start_nginx("http-own-export");
+    // Exports every 200 ms: the receiver reads many requests while the agent traces it.
+    let traced = Traced::start(
+        "http-own-export",
+        &[
+            ("OTEL_SERVICE_NAME", "http-test"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+        ],
+    );
+    let receiver_port = traced.receiver.port;
+    for _ in 0..3 {
+        curl(&format!("http://127.0.0.1:{}/ok", nginx.port), &[]);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let requests = traced.finish(&[]);
+    assert!(
+        requests.len() >= 5,
+        "{} export requests: too few to tell",
+        requests.len()
+    );
+    let all = spans(&requests);
+    assert_eq!(
+        count(&all, "SPAN_KIND_SERVER", "nginx", nginx.port, "200"),
+        3
+    );
+    let own: Vec<_> = all
+        .iter()
+        .filter(|s| {
+            s.attr("server.port") == Some(receiver_port.to_string().as_str())
+                || s.attr("url.path").is_some_and(|p| p.starts_with("/v1/"))
+        })
+        .map(|s| format!("{} {} ({})", s.kind, s.name, s.process()))
+        .collect();
+    assert!(own.is_empty(), "spans of the agent's own exports: {own:?}");
+}
