@@ -179,9 +179,11 @@ pub fn gcp(body: &[u8]) -> Result<Attrs, String> {
     let region = zone
         .rsplit_once('-')
         .map(|(r, _)| r.to_string())
+        .filter(|r| !r.is_empty())
         .ok_or("a zone without a region")?;
-    let machine =
-        text(instance, "machineType").and_then(|m| m.rsplit('/').next().map(str::to_string));
+    let machine = text(instance, "machineType")
+        .and_then(|m| m.rsplit('/').next().map(str::to_string))
+        .filter(|m| !m.is_empty());
     Ok(attrs(
         Provider::Gcp,
         "gcp_compute_engine",
@@ -266,6 +268,16 @@ mod tests {
         assert_eq!(get(&a, "host.type"), Some("e2-small"));
         assert_eq!(get(&a, "host.name"), Some("gateway-7"));
         assert!(gcp(b"{\"instance\": {}}").is_err());
+        // A zone with nothing before its dash has no region; a machine type ending in a
+        // slash names none (both found by the fuzzer: an empty value is no attribute).
+        let odd = br#"{"instance": {"id": 7, "zone": "projects/1/zones/-a",
+            "machineType": "projects/1/machineTypes/"}, "project": {}}"#;
+        assert!(gcp(odd).unwrap_err().contains("region"));
+        let no_machine = br#"{"instance": {"id": 7, "zone": "projects/1/zones/eu-west4-a",
+            "machineType": "projects/1/machineTypes/"}, "project": {}}"#;
+        let a = gcp(no_machine).unwrap();
+        assert_eq!(get(&a, "host.type"), None);
+        assert!(a.iter().all(|(_, v)| !v.is_empty()));
     }
 
     #[test]
