@@ -122,8 +122,9 @@ pub fn ring_supported() -> bool {
     matches!(aya::sys::is_map_supported(MapType::RingBuf), Ok(true))
 }
 
-/// The ring wakes the agent up once it is this fraction full; below, the agent's periodic
-/// drain ([`DRAIN_INTERVAL`]) collects the records.
+/// The record that fills the ring past this fraction wakes the agent up (and, past three
+/// times as much, every record does); below, the agent's periodic drain
+/// ([`DRAIN_INTERVAL`]) collects the records.
 const WAKEUP_FRACTION: u32 = 4;
 /// How often the agent drains the kernel's buffers without being woken up.
 pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);

@@ -464,6 +464,9 @@ const _: () = assert!(core::mem::size_of::<EventHeader>() == 40);
 const _: () = assert!(core::mem::size_of::<TcpEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<TcpTpOffsets>() == 56);
 const _: () = assert!(core::mem::size_of::<DataEvent>() == 104 + DATA_CAP);
+// The kernel programs write the addresses in aligned word stores.
+const _: () = assert!(core::mem::offset_of!(DataEvent, saddr) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(DataEvent, daddr) % 8 == 0);
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 32);
 const _: () = assert!(core::mem::size_of::<CloseEvent>() == 48);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 48 + PATH_CAP);

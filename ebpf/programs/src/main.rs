@@ -13,10 +13,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read,
-        bpf_probe_read_user,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read, bpf_probe_read_user},
     macros::{map, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerfEventArray, ProgramArray, RingBuf},
     programs::{ProbeContext, RetProbeContext, TracePointContext},
@@ -51,8 +48,9 @@ static EVENTS_PERF: PerfEventArray<TcpEvent> = PerfEventArray::new(0);
 #[unsafe(no_mangle)]
 static TRANSPORT: u32 = 0;
 
-/// Unread bytes in the ring from which a write wakes user space up; below it, records wait
-/// for the agent's periodic drain (one wake-up per batch instead of one per record).
+/// Unread bytes in the ring whose crossing wakes user space up (and from three times as
+/// many, every write); below it, records wait for the agent's periodic drain (one wake-up
+/// per batch instead of one per record).
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 0;
 
@@ -113,6 +111,41 @@ fn finish(r: Result<(), KernelDrop>) -> u32 {
         }
     }
     0
+}
+
+/// This task's name, all 16 bytes (zero-padded); zeros if it cannot be read.
+#[inline(always)]
+fn comm() -> [u8; 16] {
+    comm_as()
+}
+
+/// The types a task's name is read as: 16 bytes, any bits valid.
+trait CommBuf: Copy {
+    const ZERO: Self;
+}
+impl CommBuf for [u8; 16] {
+    const ZERO: Self = [0; 16];
+}
+impl CommBuf for [u64; 2] {
+    const ZERO: Self = [0; 2];
+}
+
+/// [`comm`] as bytes or as two words (compared as such, from an aligned slot). The helper
+/// writes the whole buffer, so it starts uninitialised (aya's `bpf_get_current_comm` zeroes
+/// it first, byte by byte, in a call).
+#[inline(always)]
+fn comm_as<T: CommBuf>() -> T {
+    const { assert!(core::mem::size_of::<T>() == 16) };
+    let mut c = core::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: the helper writes all 16 bytes of the buffer (it pads the name with zeros).
+    let rc =
+        unsafe { aya_ebpf::helpers::generated::bpf_get_current_comm(c.as_mut_ptr().cast(), 16) };
+    if rc == 0 {
+        // SAFETY: written by the helper, above; every bit pattern is a valid `T`.
+        unsafe { c.assume_init() }
+    } else {
+        T::ZERO
+    }
 }
 
 #[inline(always)]
@@ -200,7 +233,7 @@ fn try_tcp_event(
     }
 
     let pid_tgid = bpf_get_current_pid_tgid();
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let comm = comm();
     let event = TcpEvent {
         header: EventHeader {
             kind: kind as u32,
@@ -243,7 +276,12 @@ fn emit_prefix<C: EbpfContext, T>(ctx: &C, event: &T, size: u64) -> Result<(), K
     // SAFETY: a read-only global that user space sets before load.
     let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
     let pending = EVENTS.query(u64::from(aya_ebpf::bindings::BPF_RB_AVAIL_DATA));
-    let wake = if threshold == 0 || pending >= threshold {
+    // A wake-up is an interrupt on this CPU, inside the traced call (in a VM, an exit to the
+    // hypervisor): only the record that crosses the threshold sends one, not every record
+    // until the agent has read them; past three times the threshold (the agent is late),
+    // every record does. Below, the agent's periodic drain collects the records.
+    let crosses = pending < threshold && pending + size >= threshold;
+    let wake = if threshold == 0 || crosses || pending >= 3 * threshold {
         aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP
     } else {
         aya_ebpf::bindings::BPF_RB_NO_WAKEUP
@@ -330,11 +368,20 @@ struct Pending {
     flags: u16,
     /// The socket is UDP (only DNS is captured on those).
     udp: u16,
+    /// A write's first buffer and its size, as its entry read them (the exit does not read
+    /// them again); 0 for reads and for the OpenSSL calls.
+    buf: u64,
+    buf_len: u64,
+    /// The protocol a write's entry found in its first bytes; 0 when it found none (a DNS
+    /// query, confirmed by its socket) or did not look.
+    protocol: u64,
 }
 
 const PLAIN: u32 = 0;
 const IOVEC: u32 = 1;
 const MSGHDR: u32 = 2;
+/// A thread's [`PENDING`] entry between calls: its last call has ended.
+const DONE: u32 = u32::MAX;
 /// An array of `struct mmsghdr` (`sendmmsg`): a msghdr, then the bytes the message moved.
 const MMSGHDR: u32 = 3;
 /// `sizeof(struct mmsghdr)` on 64-bit, and the offset of its `msg_len`.
@@ -419,6 +466,10 @@ fn joined_sock(sock: u64, fd: u32) -> u64 {
 /// Bytes of a [`DataEvent`] before its data.
 const DATA_HEADER: usize = core::mem::size_of::<DataEvent>() - DATA_CAP;
 
+/// Each thread's read or write between its entry and exit, by pid_tgid. A thread's entry
+/// lives from its first call to its end (`sched_process_exit`), marked [`DONE`] between
+/// calls: 8192 threads that read or write are followed at once, and the calls of any more
+/// are counted as `kernel_pending_full`.
 #[map(name = "PENDING")]
 static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(8192, 0);
 
@@ -469,27 +520,29 @@ fn fd_protocol(fd: u32) -> u8 {
         .unwrap_or(0)
 }
 
-/// What `len` bytes at `buf`, moved on `fd`, are: a protocol to capture, or 0.
-#[inline(always)]
-fn protocol_of(fd: u32, buf: u64, len: u64) -> u8 {
-    protocol_of_head(fd, head(buf, len), len)
-}
-
-/// [`protocol_of`] from the call's first eight bytes, read already ([`head`]).
+/// What a call of `len` bytes on `fd`, whose first eight bytes are `h` ([`head`]), is: a
+/// protocol to capture, or 0.
 #[inline(always)]
 fn protocol_of_head(fd: u32, h: Option<[u8; 8]>, len: u64) -> u8 {
     let seen = first_bytes_protocol(h);
+    if seen == FD_HTTP || seen == FD_HTTP2 || len == 0 {
+        return seen;
+    }
+    protocol_with(seen, fd_protocol(fd), len)
+}
+
+/// The protocol of a call of `len` bytes whose first bytes open `seen` (0: none), on a
+/// descriptor that carried `tagged` ([`fd_protocol`]).
+#[inline(always)]
+fn protocol_with(seen: u8, tagged: u8, len: u64) -> u8 {
     if seen == FD_HTTP || seen == FD_HTTP2 {
         return seen;
     }
-    if len > 0 {
-        // Every protocol but HTTP/1: its messages can be a few bytes of anything. An
-        // HTTP/2 frame can start like a binary protocol's message (a SETTINGS frame reads
-        // as a Kafka request): a descriptor's HTTP/2 stays.
-        let tagged = fd_protocol(fd);
-        if tagged == FD_HTTP2 || (seen == 0 && tagged > FD_HTTP) {
-            return tagged;
-        }
+    // Every protocol but HTTP/1: its messages can be a few bytes of anything. An HTTP/2
+    // frame can start like a binary protocol's message (a SETTINGS frame reads as a Kafka
+    // request): a descriptor's HTTP/2 stays.
+    if len > 0 && (tagged == FD_HTTP2 || (seen == 0 && tagged > FD_HTTP)) {
+        return tagged;
     }
     seen
 }
@@ -530,8 +583,22 @@ fn first_bytes_protocol(h: Option<[u8; 8]>) -> u8 {
 
 #[inline(always)]
 fn arg(ctx: &TracePointContext, at: usize) -> u64 {
-    // SAFETY: within the syscall tracepoint's record (layout above).
-    unsafe { ctx.read_at::<u64>(at) }.unwrap_or(0)
+    // SAFETY: within the syscall tracepoint's record (layout above), aligned.
+    unsafe { field(ctx, at) }
+}
+
+/// The field at `at`, a constant, of a tracepoint's record: a load from the record itself,
+/// which a tracepoint program may read (from offset 8, aligned to the field's size), with
+/// no helper call (`read_at`'s `bpf_probe_read` costs about 50 ns each time). Offsets known
+/// only at load time (from tracefs) go through [`read`]: the verifier takes direct loads
+/// only at offsets written in the instruction.
+///
+/// # Safety
+/// `at` is within the record, at least 8 and a multiple of `T`'s size.
+#[inline(always)]
+unsafe fn field<T: Copy>(ctx: &TracePointContext, at: usize) -> T {
+    // SAFETY: per the caller; volatile, so that the load keeps its width and offset.
+    unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(at).cast::<T>()) }
 }
 
 /// Processes excluded by the user's rules (see `telegen_common::EXCLUDED_MAP`).
@@ -569,12 +636,7 @@ fn ours() -> bool {
         }
     };
     if name(0)[0] != 0 {
-        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        let mut lo = [0u8; 8];
-        let mut hi = [0u8; 8];
-        lo.copy_from_slice(&comm[..8]);
-        hi.copy_from_slice(&comm[8..]);
-        let comm = [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)];
+        let comm: [u64; 2] = comm_as();
         for i in 0..EXCLUDED_COMMS_CAP {
             let c = name(i);
             if c[0] == 0 {
@@ -702,11 +764,10 @@ fn first_buffer(ptr: u64, how: u32, plain_len: u64) -> Option<(u64, u64)> {
         // SAFETY: bpf_probe_read_user copes with any address.
         _ => unsafe { bpf_probe_read_user((ptr + 16) as *const u64) }.ok()?,
     };
-    // struct iovec { void *iov_base; size_t iov_len; }
+    // struct iovec { void *iov_base; size_t iov_len; }, in one copy (each copy from user
+    // memory costs about 100 ns here). Not in `iov_at`: its loops outgrow the verifier so.
     // SAFETY: as above.
-    let base = unsafe { bpf_probe_read_user(iov as *const u64) }.ok()?;
-    // SAFETY: as above.
-    let len = unsafe { bpf_probe_read_user((iov + 8) as *const u64) }.ok()?;
+    let [base, len] = unsafe { bpf_probe_read_user(iov as *const [u64; 2]) }.ok()?;
     Some((base, len))
 }
 
@@ -744,53 +805,104 @@ fn enter(ctx: &TracePointContext, how: u32, dir: u32) -> u32 {
     if ours() {
         return 0;
     }
-    if let Some(t) = TLS_PENDING.get_ptr_mut(&bpf_get_current_pid_tgid()) {
+    if let Some(t) = tls_pending(bpf_get_current_pid_tgid()) {
         // The TLS library of this thread is moving ciphertext: its descriptor.
         // SAFETY: a valid map value of this thread.
         unsafe { (*t).call.fd = arg(ctx, ARG0) as u32 };
     }
     let ptr = arg(ctx, ARG1);
+    let fd = arg(ctx, ARG0) as u32;
+    let (mut buf, mut buf_len, mut protocol) = (0, 0, 0);
     if dir == direction::EGRESS {
         // What is written is known now: keep only what a protocol tracer wants.
-        let Some((buf, len)) = first_buffer(ptr, how, arg(ctx, ARG2)) else {
+        let Some((b, len)) = first_buffer(ptr, how, arg(ctx, ARG2)) else {
             return 0;
         };
-        // The first bytes are read once, for the DNS check and the protocol's.
-        let h = head(buf, len);
-        let dns = (len >= 17 && dns_query_head(h))
-            || (how == IOVEC
-                && len == 2
-                && second_iov(ptr).is_some_and(|(b, l)| looks_like_dns_query(b, l)));
-        if !dns && protocol_of_head(arg(ctx, ARG0) as u32, h, len) == 0 {
+        // The first bytes are read once, for the DNS check and the protocol's, and the exit
+        // reads neither the buffer's place nor them again.
+        let h = head(b, len);
+        protocol = protocol_of_head(fd, h, len);
+        let dns = protocol == 0
+            && ((len >= 17 && dns_query_head(h))
+                || (how == IOVEC
+                    && len == 2
+                    && second_iov(ptr).is_some_and(|(b, l)| looks_like_dns_query(b, l))));
+        if !dns && protocol == 0 {
             return 0;
         }
+        // sendmmsg: what is read here is the first message's; the exit reads each.
+        if how != MMSGHDR {
+            (buf, buf_len) = (b, len);
+        }
     }
-    let pending = Pending {
-        ptr,
-        sock: 0,
-        fd: arg(ctx, ARG0) as u32,
-        how,
-        dir,
-        flags: 0,
-        udp: 0,
+    let protocol = if buf == 0 { 0 } else { u64::from(protocol) };
+    // Field by field, in word stores: a struct with zero fields built at once becomes a call
+    // to a byte-by-byte memset.
+    let fill = |to: *mut Pending| {
+        // SAFETY: `to` is a writable `Pending` (a map value of this thread, or the stack).
+        unsafe {
+            use core::ptr::{addr_of_mut, write_volatile};
+            write_volatile(addr_of_mut!((*to).ptr), ptr);
+            write_volatile(addr_of_mut!((*to).sock), 0);
+            write_volatile(addr_of_mut!((*to).fd), fd);
+            write_volatile(addr_of_mut!((*to).how), how);
+            write_volatile(addr_of_mut!((*to).dir), dir);
+            write_volatile(addr_of_mut!((*to).flags), 0);
+            write_volatile(addr_of_mut!((*to).udp), 0);
+            write_volatile(addr_of_mut!((*to).buf), buf);
+            write_volatile(addr_of_mut!((*to).buf_len), buf_len);
+            write_volatile(addr_of_mut!((*to).protocol), protocol);
+        }
     };
-    let followed = PENDING.insert(&bpf_get_current_pid_tgid(), &pending, 0);
+    let id = bpf_get_current_pid_tgid();
+    // A thread keeps its entry from call to call (an insert and a delete per call cost
+    // about as much as the rest of the entry's work): it is written over in place.
+    if let Some(slot) = PENDING.get_ptr_mut(&id) {
+        // Only this thread writes its entry.
+        fill(slot);
+        return 0;
+    }
+    let mut pending = core::mem::MaybeUninit::<Pending>::uninit();
+    fill(pending.as_mut_ptr());
+    // SAFETY: every field was written (`Pending` has no padding).
+    let followed = PENDING.insert(&id, unsafe { pending.assume_init_ref() }, 0);
     finish(followed.map_err(|_| KernelDrop::PendingFull))
+}
+
+/// The call of this thread between its entry and exit, if any (see [`DONE`]).
+#[inline(always)]
+fn pending_call(id: u64) -> Option<*mut Pending> {
+    // SAFETY: a valid map value of this thread, read at once.
+    PENDING
+        .get_ptr_mut(&id)
+        .filter(|p| unsafe { (**p).how } != DONE)
+}
+
+/// Takes this thread's call out of [`PENDING`] at its exit: the entry stays, marked done.
+#[inline(always)]
+fn take_pending(id: u64) -> Option<Pending> {
+    let slot = pending_call(id)?;
+    // SAFETY: as in `pending_call`; only this thread writes its entry.
+    unsafe {
+        let p = *slot;
+        (*slot).how = DONE;
+        Some(p)
+    }
 }
 
 /// `sock:sock_{send,recv}_length`: the pending call of this thread goes through a socket.
 /// Record: common (8), `void *sk` at 8, `__u16 family` at 16, `__u16 protocol` at 18.
 #[inline(always)]
 fn on_sock(ctx: &TracePointContext) -> u32 {
-    // SAFETY: within the tracepoint's record.
-    let protocol = unsafe { ctx.read_at::<u16>(18) }.unwrap_or(0);
+    // SAFETY: within the tracepoint's record, aligned.
+    let protocol: u16 = unsafe { field(ctx, 18) };
     if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
         return 0;
     }
     // SAFETY: as above.
-    let sock = unsafe { ctx.read_at::<u64>(8) }.unwrap_or(0);
+    let sock: u64 = unsafe { field(ctx, 8) };
     let id = bpf_get_current_pid_tgid();
-    if let Some(p) = PENDING.get_ptr_mut(&id) {
+    if let Some(p) = pending_call(id) {
         // SAFETY: a valid map value of this thread.
         unsafe {
             (*p).sock = sock;
@@ -808,7 +920,7 @@ fn on_sock(ctx: &TracePointContext) -> u32 {
 /// the SSL object remembers the socket and descriptor.
 #[inline(always)]
 fn tls_socket(id: u64, sock: u64) {
-    if let Some(t) = TLS_PENDING.get_ptr_mut(&id) {
+    if let Some(t) = tls_pending(id) {
         // SAFETY: a valid map value of this thread.
         unsafe {
             (*t).call.sock = sock;
@@ -848,6 +960,49 @@ struct SslConn {
 #[map(name = "TLS_PENDING")]
 static TLS_PENDING: HashMap<u64, TlsPending> = HashMap::with_max_entries(8192, 0);
 
+/// Entries of [`TLS_PENDING`], or more (one whose thread never returned nor ended stays
+/// counted): while 0, no thread is inside an OpenSSL call, and the syscall programs look
+/// nothing up there (a lookup that finds nothing costs about as much as one that does).
+#[map(name = "TLS_CALLS")]
+static TLS_CALLS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// This thread's OpenSSL call, if it is inside one.
+#[inline(always)]
+fn tls_pending(id: u64) -> Option<*mut TlsPending> {
+    // SAFETY: slot 0 of an array, read at once.
+    let any = TLS_CALLS
+        .get_ptr(0)
+        .is_some_and(|n| unsafe { core::ptr::read_volatile(n) } != 0);
+    if any {
+        TLS_PENDING.get_ptr_mut(&id)
+    } else {
+        None
+    }
+}
+
+/// Adds `delta` (wrapping) to [`TLS_CALLS`], atomically (its old value is not read: an
+/// atomic add every kernel's verifier knows).
+#[inline(always)]
+fn tls_count(delta: u64) {
+    if let Some(n) = TLS_CALLS.get_ptr_mut(0) {
+        // SAFETY: slot 0 of an array: an aligned u64 that lives as long as the map; other
+        // CPUs add to it atomically too (the intrinsic, as in `finish`).
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                n, delta,
+            )
+        };
+    }
+}
+
+/// Removes thread `id`'s OpenSSL call, if it has one.
+#[inline(always)]
+fn end_tls_call(id: u64) {
+    if tls_pending(id).is_some() && TLS_PENDING.remove(&id).is_ok() {
+        tls_count(u64::MAX);
+    }
+}
+
 #[map(name = "SSL_CONNS")]
 static SSL_CONNS: LruHashMap<u64, SslConn> = LruHashMap::with_max_entries(16384, 0);
 
@@ -871,11 +1026,19 @@ fn ssl_enter(ctx: &ProbeContext, dir: u32, ex: bool) -> u32 {
             dir,
             flags: data_flags::TLS,
             udp: 0,
+            buf: 0,
+            buf_len: 0,
+            protocol: 0,
         },
         ssl,
         count_ptr,
     };
-    let followed = TLS_PENDING.insert(&bpf_get_current_pid_tgid(), &t, 0);
+    let id = bpf_get_current_pid_tgid();
+    if TLS_PENDING.get_ptr(&id).is_none() {
+        // Counted before the insert: the count is never below the entries.
+        tls_count(1);
+    }
+    let followed = TLS_PENDING.insert(&id, &t, 0);
     finish(followed.map_err(|_| KernelDrop::PendingFull))
 }
 
@@ -886,7 +1049,7 @@ fn ssl_return(ctx: &RetProbeContext) -> u32 {
     let Some(t) = (unsafe { TLS_PENDING.get(&id) }).copied() else {
         return 0;
     };
-    let _ = TLS_PENDING.remove(&id);
+    end_tls_call(id);
     let ret: i64 = ctx.ret::<i32>() as i64;
     if ret <= 0 {
         return 0;
@@ -951,12 +1114,9 @@ fn exit(ctx: &TracePointContext) -> u32 {
 /// and AAAA queries) is captured too, as a record of its own.
 #[inline(always)]
 fn exit_call(ctx: &TracePointContext, dns_pairs: bool) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(p) = (unsafe { PENDING.get(&id) }).copied() else {
+    let Some(p) = take_pending(bpf_get_current_pid_tgid()) else {
         return 0;
     };
-    let _ = PENDING.remove(&id);
     let ret = arg(ctx, RET) as i64;
     if ret <= 0 {
         return 0;
@@ -964,7 +1124,7 @@ fn exit_call(ctx: &TracePointContext, dns_pairs: bool) -> u32 {
     let Some(p) = with_socket(p) else {
         return finish(unjoined(ctx, &p, ret as u64));
     };
-    let Some((buf, len)) = first_buffer(p.ptr, p.how, ret as u64) else {
+    let Some((buf, len)) = call_buffer(&p, ret as u64) else {
         return 0;
     };
     let len = if len < ret as u64 { len } else { ret as u64 };
@@ -977,6 +1137,7 @@ fn exit_call(ctx: &TracePointContext, dns_pairs: bool) -> u32 {
         {
             let pair = Pending {
                 ptr: p.ptr + 32,
+                protocol: 0,
                 ..p
             };
             result = result.and(capture(ctx, &pair, b2, 2, 2 + l3, false));
@@ -989,12 +1150,9 @@ fn exit_call(ctx: &TracePointContext, dns_pairs: bool) -> u32 {
 /// [`MMSG_CAPTURED`] are captured, each as a record.
 #[inline(always)]
 fn exit_mmsg(ctx: &TracePointContext) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(p) = (unsafe { PENDING.get(&id) }).copied() else {
+    let Some(p) = take_pending(bpf_get_current_pid_tgid()) else {
         return 0;
     };
-    let _ = PENDING.remove(&id);
     let ret = arg(ctx, RET) as i64;
     if ret <= 0 {
         return 0;
@@ -1003,6 +1161,8 @@ fn exit_mmsg(ctx: &TracePointContext) -> u32 {
     let Some(p) = with_socket(p) else {
         return 0;
     };
+    // Each message's protocol is its own (the entry looked at the first one only).
+    let p = Pending { protocol: 0, ..p };
     let mut result = Ok(());
     for i in 0..MMSG_CAPTURED {
         if i >= ret as u64 {
@@ -1047,11 +1207,16 @@ fn unjoined(ctx: &TracePointContext, p: &Pending, ret: u64) -> Result<(), Kernel
     if !descriptor_join() || p.dir != direction::EGRESS {
         return Ok(());
     }
-    let Some((buf, len)) = first_buffer(p.ptr, p.how, ret) else {
+    let Some((buf, len)) = call_buffer(p, ret) else {
         return Ok(());
     };
     let len = if len < ret { len } else { ret };
-    let protocol = protocol_of(p.fd, buf, len);
+    let tagged = fd_protocol(p.fd);
+    let protocol = if p.protocol != 0 {
+        p.protocol as u8
+    } else {
+        protocol_with(first_bytes_protocol(head(buf, len)), tagged, len)
+    };
     if protocol == 0 {
         // DNS over UDP: its sockets are never learnt (not traced in this join).
         return Ok(());
@@ -1077,13 +1242,36 @@ fn unjoined(ctx: &TracePointContext, p: &Pending, ret: u64) -> Result<(), Kernel
     }
     // SAFETY: this CPU's slot of a per-CPU array; tracepoint programs do not nest on a CPU.
     let event = unsafe { &mut (*scratch).event };
-    event.saddr = [0; 16];
-    event.daddr = [0; 16];
+    put_v4(&mut event.saddr, [0; 4]);
+    put_v4(&mut event.daddr, [0; 4]);
     event.sport = 0;
     event.dport = 0;
     event.family = AF_INET;
     event.sock = 0;
-    finish_data(ctx, event, p, n, ret, protocol)
+    finish_data(ctx, event, p, n, ret, protocol, tagged)
+}
+
+/// The first buffer of a call: a write's as its entry read it, else read now.
+#[inline(always)]
+fn call_buffer(p: &Pending, ret: u64) -> Option<(u64, u64)> {
+    if p.buf != 0 {
+        Some((p.buf, p.buf_len))
+    } else {
+        first_buffer(p.ptr, p.how, ret)
+    }
+}
+
+/// Writes an IPv4 address into a 16-byte address field, the rest zero, in three stores (an
+/// array assignment becomes a call to a byte-by-byte memset). The field is 8-aligned.
+#[inline(always)]
+fn put_v4(to: &mut [u8; 16], a: [u8; 4]) {
+    let p: *mut [u8; 16] = to;
+    // SAFETY: within the field, aligned (`DataEvent` puts its addresses at multiples of 8).
+    unsafe {
+        core::ptr::write_volatile(p.cast::<u32>(), u32::from_ne_bytes(a));
+        core::ptr::write_volatile(p.cast::<u32>().add(1), 0);
+        core::ptr::write_volatile(p.cast::<u64>().add(1), 0);
+    }
 }
 
 #[inline(always)]
@@ -1115,9 +1303,40 @@ fn capture<C: EbpfContext>(
         if remote != DNS_PORT {
             return Ok(());
         }
-        return emit_data(ctx, p, buf, len, moved, FD_DNS, &off, false);
+        return emit_data(
+            ctx,
+            p,
+            buf,
+            len,
+            moved,
+            FD_DNS,
+            &off,
+            false,
+            fd_protocol(p.fd),
+            0,
+        );
     }
-    let mut protocol = protocol_of(p.fd, buf, len);
+    // One lookup of what the descriptor carried, for the protocol and for the record.
+    let tagged = fd_protocol(p.fd);
+    let mut copied = 0;
+    let mut protocol = if p.protocol != 0 {
+        // A write whose entry read its first bytes.
+        p.protocol as u8
+    } else if tagged != 0 && len >= 8 {
+        // A descriptor that carried a protocol is likely to again: its bytes are copied at
+        // once, and their first eight come from the copy, not from a read of their own.
+        copied = copy_data(buf, len);
+        let h = DATA_SCRATCH
+            .get_ptr(0)
+            .filter(|_| copied >= 8)
+            // SAFETY: this CPU's slot, whose first `copied` bytes of data were just written.
+            .map(|s| unsafe {
+                core::ptr::read_unaligned((*s).event.data.as_ptr().cast::<[u8; 8]>())
+            });
+        protocol_with(first_bytes_protocol(h), tagged, len)
+    } else {
+        protocol_with(first_bytes_protocol(head(buf, len)), tagged, len)
+    };
     if protocol == 0 && len > 0 {
         // A socket on an MQTT port: the broker's end reads one byte at a time.
         let local: u16 = read_sock(p.sock, off.num)?;
@@ -1133,7 +1352,32 @@ fn capture<C: EbpfContext>(
     if protocol == 0 {
         return Ok(());
     }
-    emit_data(ctx, p, buf, len, moved, protocol, &off, gathers)
+    emit_data(
+        ctx, p, buf, len, moved, protocol, &off, gathers, tagged, copied,
+    )
+}
+
+/// Copies up to [`DATA_CAP`] of the `len` bytes at `buf` into this CPU's record; returns how
+/// many, 0 when they could not be read.
+#[inline(always)]
+fn copy_data(buf: u64, len: u64) -> u64 {
+    let Some(scratch) = DATA_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let n = if len > DATA_CAP as u64 {
+        DATA_CAP as u64
+    } else {
+        len
+    };
+    // SAFETY: `n` is at most the destination's size; the helper copes with any source.
+    let rc = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            (*scratch).event.data.as_mut_ptr().cast(),
+            n as u32,
+            buf as *const core::ffi::c_void,
+        )
+    };
+    if rc < 0 { 0 } else { n }
 }
 
 /// Sends a record of up to [`DATA_CAP`] of the `len` bytes at `buf`, moved on a socket
@@ -1149,6 +1393,8 @@ fn emit_data<C: EbpfContext>(
     protocol: u8,
     off: &SockOffsets,
     gathers: bool,
+    tagged: u8,
+    copied: u64,
 ) -> Result<(), KernelDrop> {
     let Some(scratch) = DATA_SCRATCH.get_ptr_mut(0) else {
         return Ok(());
@@ -1177,20 +1423,24 @@ fn emit_data<C: EbpfContext>(
                 pending: *p,
                 iov,
                 moved,
+                tagged: u64::from(tagged),
             };
             GATHER_PROGS.tail_call(ctx, 0);
         }
     }
-    // SAFETY: `n` is at most the destination's size; the helper copes with any source.
-    let rc = unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_user(
-            (*scratch).event.data.as_mut_ptr().cast(),
-            n as u32,
-            buf as *const core::ffi::c_void,
-        )
-    };
-    if rc < 0 {
-        return Err(KernelDrop::ReadFailed);
+    // The bytes are in place already when `capture` copied them to look at their start.
+    if copied != n {
+        // SAFETY: `n` is at most the destination's size; the helper copes with any source.
+        let rc = unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_user(
+                (*scratch).event.data.as_mut_ptr().cast(),
+                n as u32,
+                buf as *const core::ffi::c_void,
+            )
+        };
+        if rc < 0 {
+            return Err(KernelDrop::ReadFailed);
+        }
     }
     // SAFETY: this CPU's slot of a per-CPU array; tracepoint programs do not nest on a CPU.
     let event = unsafe { &mut (*scratch).event };
@@ -1218,12 +1468,13 @@ fn emit_data<C: EbpfContext>(
     if n > DATA_CAP as u64 {
         n = DATA_CAP as u64;
     }
-    send_data(ctx, event, p, n, moved, protocol, off)
+    send_data(ctx, event, p, n, moved, protocol, off, tagged)
 }
 
 /// Fills in the connection and the header of the record whose first `n` bytes of data are
 /// in place, and sends it.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn send_data<C: EbpfContext>(
     ctx: &C,
     event: &mut DataEvent,
@@ -1232,16 +1483,15 @@ fn send_data<C: EbpfContext>(
     moved: u64,
     protocol: u8,
     off: &SockOffsets,
+    tagged: u8,
 ) -> Result<(), KernelDrop> {
     // One copy for the IPv4 connection, ports and family (each copy costs about as much as
     // several of these fields).
     let head: SockHead = read_sock(p.sock, 0)?;
     let family = head.family;
     if family == AF_INET {
-        event.saddr = [0; 16];
-        event.daddr = [0; 16];
-        event.saddr[..4].copy_from_slice(&head.rcv_saddr);
-        event.daddr[..4].copy_from_slice(&head.daddr);
+        put_v4(&mut event.saddr, head.rcv_saddr);
+        put_v4(&mut event.daddr, head.daddr);
     } else {
         event.saddr = read_sock(p.sock, off.v6_rcv_saddr)?;
         event.daddr = read_sock(p.sock, off.v6_daddr)?;
@@ -1253,10 +1503,11 @@ fn send_data<C: EbpfContext>(
     }
     event.family = family;
     event.sock = p.sock;
-    finish_data(ctx, event, p, n, moved, protocol)
+    finish_data(ctx, event, p, n, moved, protocol, tagged)
 }
 
-/// Fills in the header of the record whose data and connection are in place, and sends it.
+/// Fills in the header of the record whose data and connection are in place, and sends it;
+/// `tagged`: what [`fd_protocol`] said of the descriptor.
 #[inline(always)]
 fn finish_data<C: EbpfContext>(
     ctx: &C,
@@ -1265,6 +1516,7 @@ fn finish_data<C: EbpfContext>(
     n: u64,
     moved: u64,
     protocol: u8,
+    tagged: u8,
 ) -> Result<(), KernelDrop> {
     event.flags = p.flags
         | match protocol {
@@ -1286,7 +1538,7 @@ fn finish_data<C: EbpfContext>(
         tid: pid_tgid as u32,
         // SAFETY: a helper with no preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm: comm(),
     };
     event.fd = p.fd;
     event.direction = p.dir;
@@ -1294,7 +1546,7 @@ fn finish_data<C: EbpfContext>(
     event.captured = n as u32;
     // An update costs a new LRU element each time; most records only confirm what the
     // descriptor already carried, and the lookup keeps its entry fresh.
-    if fd_protocol(p.fd) != protocol {
+    if tagged != protocol {
         let _ = CAPTURED_FDS.insert(&fd_key(p.fd), &protocol, 0);
     }
     // Only the captured bytes travel: a status line costs about 130 bytes of ring, not 616.
@@ -1310,6 +1562,8 @@ struct GatherCall {
     pending: Pending,
     iov: u64,
     moved: u64,
+    /// What [`fd_protocol`] said of the descriptor.
+    tagged: u64,
 }
 
 #[map(name = "GATHER_CALL")]
@@ -1341,6 +1595,7 @@ pub fn gather_http2(ctx: TracePointContext) -> u32 {
         call.moved,
         FD_HTTP2,
         &off,
+        call.tagged as u8,
     ))
 }
 
@@ -1448,11 +1703,18 @@ pub fn tcp_rcv_space_adjust(ctx: TracePointContext) -> u32 {
     if !descriptor_join() || off == FIELD_ABSENT {
         return 0;
     }
-    let Ok(sock) = read::<u64>(&ctx, off) else {
-        return finish(Err(KernelDrop::ReadFailed));
+    // `skaddr` is the record's first field on every kernel seen: a direct load there.
+    let sock = if off == 8 {
+        // SAFETY: within the record, aligned.
+        unsafe { field::<u64>(&ctx, 8) }
+    } else {
+        let Ok(sock) = read::<u64>(&ctx, off) else {
+            return finish(Err(KernelDrop::ReadFailed));
+        };
+        sock
     };
     let id = bpf_get_current_pid_tgid();
-    let Some(p) = PENDING.get_ptr_mut(&id) else {
+    let Some(p) = pending_call(id) else {
         return 0;
     };
     // SAFETY: a valid map value of this thread.
@@ -1531,7 +1793,7 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
             tid: pid_tgid as u32,
             // SAFETY: a helper with no preconditions.
             ts_ns: unsafe { bpf_ktime_get_ns() },
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            comm: comm(),
         },
         fd,
         _pad0: 0,
@@ -1557,7 +1819,7 @@ fn header(kind: EventKind, size: usize) -> EventHeader {
         tid: pid_tgid as u32,
         // SAFETY: a helper with no preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm: comm(),
     }
 }
 
@@ -1611,6 +1873,9 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), KernelDrop> {
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // Each thread's call entries go with it (see `enter`).
+    let _ = PENDING.remove(&pid_tgid);
+    end_tls_call(pid_tgid);
     if pid_tgid >> 32 != pid_tgid & 0xffff_ffff {
         return 0;
     }
