@@ -771,6 +771,16 @@ fn first_buffer(ptr: u64, how: u32, plain_len: u64) -> Option<(u64, u64)> {
     Some((base, len))
 }
 
+/// The first buffer of a `struct user_msghdr`, in separate copies: [`first_buffer`]'s
+/// single copy of the iovec, inside `sendmmsg`'s loop, grows that program past the 6.1
+/// verifier's limit ("argument list too long"; 6.18 takes it).
+#[inline(always)]
+fn msg_first_buffer(msg: u64) -> Option<(u64, u64)> {
+    // SAFETY: bpf_probe_read_user copes with any address.
+    let iov = unsafe { bpf_probe_read_user((msg + 16) as *const u64) }.ok()?;
+    iov_at(iov, 0)
+}
+
 /// The second buffer of an iovec array: `(base, len)`.
 #[inline(always)]
 fn second_iov(iov: u64) -> Option<(u64, u64)> {
@@ -1068,7 +1078,9 @@ fn ssl_return(ctx: &RetProbeContext) -> u32 {
     } else {
         ret as u64
     };
-    finish(capture(ctx, &t.call, t.call.ptr, moved, moved, false))
+    finish(capture(
+        ctx, &t.call, t.call.ptr, moved, moved, false, false,
+    ))
 }
 
 #[uprobe]
@@ -1128,7 +1140,7 @@ fn exit_call(ctx: &TracePointContext, dns_pairs: bool) -> u32 {
         return 0;
     };
     let len = if len < ret as u64 { len } else { ret as u64 };
-    let mut result = capture(ctx, &p, buf, len, ret as u64, true);
+    let mut result = capture(ctx, &p, buf, len, ret as u64, true, true);
     if dns_pairs && len == 2 && p.how == IOVEC && fd_protocol(p.fd) == FD_DNS {
         // Buffers 2 and 3: `second_iov` reads the iovec after the one it is given.
         if let Some((b2, l2)) = second_iov(p.ptr + 16)
@@ -1140,7 +1152,7 @@ fn exit_call(ctx: &TracePointContext, dns_pairs: bool) -> u32 {
                 protocol: 0,
                 ..p
             };
-            result = result.and(capture(ctx, &pair, b2, 2, 2 + l3, false));
+            result = result.and(capture(ctx, &pair, b2, 2, 2 + l3, false, false));
         }
     }
     finish(result)
@@ -1173,7 +1185,7 @@ fn exit_mmsg(ctx: &TracePointContext) -> u32 {
         let Ok(moved) = (unsafe { bpf_probe_read_user((msg + MMSGHDR_LEN) as *const u32) }) else {
             break;
         };
-        let Some((buf, len)) = first_buffer(msg, MSGHDR, 0) else {
+        let Some((buf, len)) = msg_first_buffer(msg) else {
             break;
         };
         let len = if len < u64::from(moved) {
@@ -1181,7 +1193,7 @@ fn exit_mmsg(ctx: &TracePointContext) -> u32 {
         } else {
             u64::from(moved)
         };
-        result = result.and(capture(ctx, &p, buf, len, u64::from(moved), false));
+        result = result.and(capture(ctx, &p, buf, len, u64::from(moved), false, false));
     }
     finish(result)
 }
@@ -1286,7 +1298,11 @@ fn read_sock<T>(sock: u64, at: u32) -> Result<T, KernelDrop> {
 /// [`gather_http2`]. A constant at each call site: the OpenSSL uprobes (plain buffers, and a
 /// program type that may not tail-call a tracepoint program) and the captures that never
 /// carry HTTP/2 (sendmmsg, DNS pairs) leave the tail call out of their programs.
+/// `copy_first`: a read on a descriptor that carried a protocol is copied before its first
+/// bytes are looked at (one copy instead of two); a constant too, left out where the
+/// program must stay small for older verifiers (sendmmsg's loop) or the call is rare.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn capture<C: EbpfContext>(
     ctx: &C,
     p: &Pending,
@@ -1294,6 +1310,7 @@ fn capture<C: EbpfContext>(
     len: u64,
     moved: u64,
     gathers: bool,
+    copy_first: bool,
 ) -> Result<(), KernelDrop> {
     // SAFETY: a read-only global that user space sets before load.
     let off = unsafe { core::ptr::read_volatile(&SOCK_OFFSETS) };
@@ -1322,7 +1339,7 @@ fn capture<C: EbpfContext>(
     let mut protocol = if p.protocol != 0 {
         // A write whose entry read its first bytes.
         p.protocol as u8
-    } else if tagged != 0 && len >= 8 {
+    } else if copy_first && tagged != 0 && len >= 8 {
         // A descriptor that carried a protocol is likely to again: its bytes are copied at
         // once, and their first eight come from the copy, not from a read of their own.
         copied = copy_data(buf, len);
