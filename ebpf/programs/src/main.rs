@@ -280,7 +280,11 @@ fn emit_prefix<C: EbpfContext, T>(ctx: &C, event: &T, size: u64) -> Result<(), K
     // hypervisor): only the record that crosses the threshold sends one, not every record
     // until the agent has read them; past three times the threshold (the agent is late),
     // every record does. Below, the agent's periodic drain collects the records.
-    let crosses = pending < threshold && pending + size >= threshold;
+    // A record takes its size and an 8-byte header, rounded up to 8, in the ring. Each
+    // multiple of the threshold crossed wakes, so that a crossing missed (two CPUs that read
+    // the fill at once) is made up at the next.
+    let room = (size + 8 + 7) & !7;
+    let crosses = threshold != 0 && pending / threshold != (pending + room) / threshold;
     let wake = if threshold == 0 || crosses || pending >= 3 * threshold {
         aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP
     } else {
@@ -468,10 +472,11 @@ const DATA_HEADER: usize = core::mem::size_of::<DataEvent>() - DATA_CAP;
 
 /// Each thread's read or write between its entry and exit, by pid_tgid. A thread's entry
 /// lives from its first call to its end (`sched_process_exit`), marked [`DONE`] between
-/// calls: 8192 threads that read or write are followed at once, and the calls of any more
-/// are counted as `kernel_pending_full`.
+/// calls. LRU: on a node with more than 8192 threads that read or write, the entries of
+/// the threads idle longest make room (an entry no thread exit removes, as that of a
+/// thread that called exec from outside the group leader, goes the same way).
 #[map(name = "PENDING")]
-static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(8192, 0);
+static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(8192, 0);
 
 /// Descriptors (tgid << 32 | fd) that carried captured bytes, with their protocol
 /// ([`FD_HTTP`], [`FD_REDIS`], [`FD_MQTT`], [`FD_POSTGRES`], [`FD_MYSQL`], [`FD_DNS`],
@@ -1044,11 +1049,15 @@ fn ssl_enter(ctx: &ProbeContext, dir: u32, ex: bool) -> u32 {
         count_ptr,
     };
     let id = bpf_get_current_pid_tgid();
-    if TLS_PENDING.get_ptr(&id).is_none() {
+    let new = TLS_PENDING.get_ptr(&id).is_none();
+    if new {
         // Counted before the insert: the count is never below the entries.
         tls_count(1);
     }
     let followed = TLS_PENDING.insert(&id, &t, 0);
+    if followed.is_err() && new {
+        tls_count(u64::MAX);
+    }
     finish(followed.map_err(|_| KernelDrop::PendingFull))
 }
 
@@ -1343,13 +1352,17 @@ fn capture<C: EbpfContext>(
         // A descriptor that carried a protocol is likely to again: its bytes are copied at
         // once, and their first eight come from the copy, not from a read of their own.
         copied = copy_data(buf, len);
-        let h = DATA_SCRATCH
-            .get_ptr(0)
-            .filter(|_| copied >= 8)
-            // SAFETY: this CPU's slot, whose first `copied` bytes of data were just written.
-            .map(|s| unsafe {
-                core::ptr::read_unaligned((*s).event.data.as_ptr().cast::<[u8; 8]>())
-            });
+        let h = if copied < 8 {
+            // Not copied: the first bytes on their own, as for any other read.
+            head(buf, len)
+        } else {
+            DATA_SCRATCH
+                .get_ptr(0)
+                // SAFETY: this CPU's slot, whose first `copied` bytes of data were just written.
+                .map(|s| unsafe {
+                    core::ptr::read_unaligned((*s).event.data.as_ptr().cast::<[u8; 8]>())
+                })
+        };
         protocol_with(first_bytes_protocol(h), tagged, len)
     } else {
         protocol_with(first_bytes_protocol(head(buf, len)), tagged, len)
