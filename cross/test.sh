@@ -44,3 +44,7 @@ cargo nextest run --release --no-fail-fast
 step "tests: the L7 end-to-end files again, with the descriptor join of kernels before 6.4"
 TELEGEN_TEST_CAPTURE_JOIN=descriptor cargo nextest run --release --no-fail-fast \
   -E 'binary(http_e2e) | binary(http2_e2e) | binary(db_e2e) | binary(messaging_e2e)'
+
+step "tests: the held writes of an older connection, alone (no test alongside adds to socket_unknown)"
+TELEGEN_TEST_ALONE=1 TELEGEN_TEST_CAPTURE_JOIN=descriptor cargo nextest run --release --no-fail-fast \
+  -E 'test(a_keep_alive_connection_older_than_the_agent_is_traced_from_its_next_request)'

@@ -757,9 +757,16 @@ c.close()
     let requests = traced.finish(&[]);
     let all = spans(&requests);
     let port = nginx.port;
+    // The first request went out before the agent knew the client's socket: its client
+    // span is there only if the held write was joined.
     assert_eq!(count(&all, "SPAN_KIND_CLIENT", "python3", port, "200"), 3);
     assert_eq!(count(&all, "SPAN_KIND_SERVER", "nginx", port, "200"), 3);
-    assert_no_drops(&requests, &["socket_unknown"]);
+    // `socket_unknown` is the agent's count over every process on the node: in the
+    // descriptor join, the agents of tests running alongside count the writes of each
+    // other's servers and clients (CI saw 4 once). Only a run alone may assert it is zero.
+    if std::env::var_os("TELEGEN_TEST_ALONE").is_some() {
+        assert_no_drops(&requests, &["socket_unknown"]);
+    }
 }
 
 #[test]
