@@ -1242,25 +1242,10 @@ fn unjoined(ctx: &TracePointContext, p: &Pending, ret: u64) -> Result<(), Kernel
         // DNS over UDP: its sockets are never learnt (not traced in this join).
         return Ok(());
     }
+    let n = copy_data(buf, len)?;
     let Some(scratch) = DATA_SCRATCH.get_ptr_mut(0) else {
         return Ok(());
     };
-    let n = if len > DATA_CAP as u64 {
-        DATA_CAP as u64
-    } else {
-        len
-    };
-    // SAFETY: `n` is at most the destination's size; the helper copes with any source.
-    let rc = unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_user(
-            (*scratch).event.data.as_mut_ptr().cast(),
-            n as u32,
-            buf as *const core::ffi::c_void,
-        )
-    };
-    if rc < 0 {
-        return Err(KernelDrop::ReadFailed);
-    }
     // SAFETY: this CPU's slot of a per-CPU array; tracepoint programs do not nest on a CPU.
     let event = unsafe { &mut (*scratch).event };
     put_v4(&mut event.saddr, [0; 4]);
@@ -1351,7 +1336,7 @@ fn capture<C: EbpfContext>(
     } else if copy_first && tagged != 0 && len >= 8 {
         // A descriptor that carried a protocol is likely to again: its bytes are copied at
         // once, and their first eight come from the copy, not from a read of their own.
-        copied = copy_data(buf, len);
+        copied = copy_data(buf, len).unwrap_or(0);
         let h = if copied < 8 {
             // Not copied: the first bytes on their own, as for any other read.
             head(buf, len)
@@ -1388,11 +1373,11 @@ fn capture<C: EbpfContext>(
 }
 
 /// Copies up to [`DATA_CAP`] of the `len` bytes at `buf` into this CPU's record; returns how
-/// many, 0 when they could not be read.
+/// many.
 #[inline(always)]
-fn copy_data(buf: u64, len: u64) -> u64 {
+fn copy_data(buf: u64, len: u64) -> Result<u64, KernelDrop> {
     let Some(scratch) = DATA_SCRATCH.get_ptr_mut(0) else {
-        return 0;
+        return Err(KernelDrop::ReadFailed);
     };
     let n = if len > DATA_CAP as u64 {
         DATA_CAP as u64
@@ -1407,7 +1392,11 @@ fn copy_data(buf: u64, len: u64) -> u64 {
             buf as *const core::ffi::c_void,
         )
     };
-    if rc < 0 { 0 } else { n }
+    if rc < 0 {
+        Err(KernelDrop::ReadFailed)
+    } else {
+        Ok(n)
+    }
 }
 
 /// Sends a record of up to [`DATA_CAP`] of the `len` bytes at `buf`, moved on a socket
