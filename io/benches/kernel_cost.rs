@@ -12,52 +12,13 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+mod measure;
+
+use measure::{BpfStats, Stats, delta, ids, stats_of_new};
+use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::{agent_log, free_port, scratch, start_agent, terminate};
-
-/// Per program (by name): (runs, nanoseconds) so far.
-type Stats = BTreeMap<String, (u64, u64)>;
-
-/// Every loaded BPF program: id, name, runs and run time.
-fn programs() -> Vec<(u64, String, u64, u64)> {
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .output()
-        .expect("bpftool (installed by cross/bootstrap.sh)");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            (
-                p["id"].as_u64().unwrap_or(0),
-                p["name"].as_str().unwrap_or("?").to_string(),
-                p["run_cnt"].as_u64().unwrap_or(0),
-                p["run_time_ns"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect()
-}
-
-/// The statistics of the programs whose ids are not in `before`.
-fn stats_of_new(before: &BTreeSet<u64>) -> Stats {
-    let mut s = Stats::new();
-    for (id, name, runs, ns) in programs() {
-        if !before.contains(&id) {
-            let e = s.entry(name).or_default();
-            e.0 += runs;
-            e.1 += ns;
-        }
-    }
-    s
-}
-
-fn ids() -> BTreeSet<u64> {
-    programs().into_iter().map(|p| p.0).collect()
-}
 
 /// Runs h2load: the requests that succeeded.
 fn load(url: &str, requests: u64, rps: u64) -> u64 {
@@ -79,18 +40,6 @@ fn load(url: &str, requests: u64, rps: u64) -> u64 {
         .unwrap_or(0);
     assert!(ok > 0, "h2load failed: {text}");
     ok
-}
-
-/// Difference of two snapshots.
-fn delta(after: &Stats, before: &Stats) -> Stats {
-    after
-        .iter()
-        .map(|(k, (r, n))| {
-            let (r0, n0) = before.get(k).copied().unwrap_or((0, 0));
-            (k.clone(), (r - r0, n - n0))
-        })
-        .filter(|(_, (r, _))| *r > 0)
-        .collect()
 }
 
 /// One traced run with the agent's join `join`: per-program deltas, requests, and the
@@ -180,9 +129,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let stats_was = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
-        .unwrap_or_else(|_| "0".into());
-    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("bpf_stats_enabled");
+    let stats = BpfStats::enable();
     let dir = scratch("bench-kernel", "nginx");
     std::fs::create_dir_all(dir.join("tmp")).unwrap();
     let port = free_port();
@@ -215,7 +162,7 @@ fn main() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(nginx.id() as i32, libc::SIGTERM) };
     let _ = nginx.wait();
-    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_was.trim());
+    drop(stats);
 
     println!(
         "h2load --h1 -c4 at {rps} requests/s against nginx (1 worker), loopback, {requests} \
