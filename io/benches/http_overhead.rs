@@ -23,8 +23,8 @@ mod support;
 mod measure;
 
 use measure::{
-    BpfStats, Sink, Usage, children, delta, ids, percentile, reap, run_ns, stats_of_new,
-    system_busy_ns, usage,
+    BpfStats, Sink, Usage, children, delta, h2load_succeeded, ids, percentile, reap, run_ns,
+    stats_of_new, system_busy_ns, usage,
 };
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -133,13 +133,7 @@ fn generate(url: &str, load: Load, secs: u64, conns: u32, log: &std::path::Path)
             }
         }
         Load::Paced(_) => {
-            let requests = text
-                .lines()
-                .find(|l| l.starts_with("requests:"))
-                .and_then(|l| l.split(", ").find(|p| p.ends_with(" succeeded")))
-                .and_then(|p| p.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            let requests = h2load_succeeded(&text);
             assert!(requests > 0, "h2load failed: {text}");
             // start (µs since the epoch), status, µs to the end of the response
             let mut lat: Vec<u64> = std::fs::read_to_string(log)

@@ -14,7 +14,7 @@ mod support;
 
 mod measure;
 
-use measure::{BpfStats, Stats, delta, ids, stats_of_new};
+use measure::{BpfStats, Stats, delta, h2load_succeeded, ids, stats_of_new};
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -31,13 +31,7 @@ fn load(url: &str, requests: u64, rps: u64) -> u64 {
         .output()
         .expect("h2load (nghttp2-client, installed by cross/bootstrap.sh)");
     let text = String::from_utf8_lossy(&out.stdout);
-    let ok = text
-        .lines()
-        .find(|l| l.starts_with("requests:"))
-        .and_then(|l| l.split(", ").find(|p| p.ends_with(" succeeded")))
-        .and_then(|p| p.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let ok = h2load_succeeded(&text);
     assert!(ok > 0, "h2load failed: {text}");
     ok
 }

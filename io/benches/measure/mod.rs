@@ -386,3 +386,13 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
+
+/// The requests h2load's summary says succeeded (0 if it has none).
+pub fn h2load_succeeded(text: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with("requests:"))
+        .and_then(|l| l.split(", ").find(|p| p.ends_with(" succeeded")))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
