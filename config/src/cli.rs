@@ -43,8 +43,10 @@ Options:
                             (allow and log what is outside the list) or kill
       --record FILE         also write every kernel record to FILE (at most 64 MiB),
                             for replay; it holds captured bytes: keep it private
-      --cloud-metadata URL  the cloud instance metadata service asked at start-up
-                            (default http://169.254.169.254), or off
+      --cloud-metadata URL  the cloud instance metadata service asked at start-up:
+                            auto (default: http://169.254.169.254, only where the
+                            machine's DMI data names AWS, GCP or Azure), off, or a
+                            URL asked on any machine
   -h, --help                print this help
   -V, --version             print the version
 

@@ -352,14 +352,12 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
                 "must be at least 1",
             ));
         }
-        let url = match (d.cloud, &c.cloud) {
-            (Some(v), _) => Some(v),
-            (None, Some(p)) => Some(p.endpoint.to_string()),
-            (None, None) => None,
-        };
-        c.cloud = match url {
+        c.cloud = match d.cloud {
             Some(v) => crate::CloudProbe::parse(&key("discovery.cloud"), &v, timeout_ms)?,
-            None => None,
+            None => c
+                .cloud
+                .take()
+                .map(|p| crate::CloudProbe { timeout_ms, ..p }),
         };
     }
     if let Some(v) = f.console {

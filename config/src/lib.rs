@@ -488,14 +488,32 @@ pub struct CloudProbe {
     pub endpoint: Endpoint,
     /// How long each provider's probe may take, connection included.
     pub timeout_ms: u64,
+    /// Whether the user named the endpoint: then it is asked on any machine. Otherwise
+    /// (`auto`, the default) only a machine whose DMI data names a cloud is probed.
+    pub named: bool,
 }
 
 impl CloudProbe {
-    /// `off` (no probe) or a base URL, which must be plain `http`.
+    /// The default: the link-local address, asked only where DMI data names a cloud.
+    pub fn auto(timeout_ms: u64) -> Option<Self> {
+        crate::endpoint::Endpoint::parse(defaults::CLOUD_ENDPOINT)
+            .ok()
+            .map(|endpoint| Self {
+                endpoint,
+                timeout_ms,
+                named: false,
+            })
+    }
+
+    /// `off` (no probe), `auto` (the default address where DMI data names a cloud) or a
+    /// base URL, asked on any machine, which must be plain `http`.
     pub fn parse(source: &str, value: &str, timeout_ms: u64) -> Result<Option<Self>, Error> {
         let value = value.trim();
         if value == "off" {
             return Ok(None);
+        }
+        if value == "auto" {
+            return Ok(Self::auto(timeout_ms));
         }
         let endpoint = crate::endpoint::parse_from(source, value)?;
         if endpoint.scheme != Scheme::Http {
@@ -507,6 +525,7 @@ impl CloudProbe {
         Ok(Some(Self {
             endpoint,
             timeout_ms,
+            named: true,
         }))
     }
 }
@@ -602,12 +621,7 @@ impl Default for Config {
             record: None,
             sampler: Sampler::DEFAULT,
             // The default parses: covered by a test.
-            cloud: Endpoint::parse(defaults::CLOUD_ENDPOINT)
-                .ok()
-                .map(|endpoint| CloudProbe {
-                    endpoint,
-                    timeout_ms: defaults::CLOUD_TIMEOUT_MS,
-                }),
+            cloud: CloudProbe::auto(defaults::CLOUD_TIMEOUT_MS),
             kubernetes: Kubernetes::default(),
             rules: Vec::new(),
             excluded_ports: Vec::new(),

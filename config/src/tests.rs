@@ -434,9 +434,15 @@ fn the_cloud_metadata_probe() {
         ("169.254.169.254", 80)
     );
     assert_eq!(p.timeout_ms, 2_000);
+    // Asked only where the machine says it is a cloud VM.
+    assert!(!p.named);
+    assert_eq!(config(&["--cloud-metadata", "auto"], &[]).cloud, Some(p));
     assert_eq!(config(&["--cloud-metadata", "off"], &[]).cloud, None);
     let c = config(&["--cloud-metadata", "http://127.0.0.1:8099"], &[]);
-    assert_eq!(c.cloud.unwrap().endpoint.authority(), "127.0.0.1:8099");
+    let p = c.cloud.unwrap();
+    assert_eq!(p.endpoint.authority(), "127.0.0.1:8099");
+    // A named service is asked on any machine.
+    assert!(p.named);
     let e = run(&["--cloud-metadata", "https://169.254.169.254"], &[]).unwrap_err();
     assert!(e.to_string().contains("plain http"), "{e}");
     let f = write(
@@ -445,8 +451,15 @@ fn the_cloud_metadata_probe() {
     );
     let p = config(&["-c", &f], &[]).cloud.unwrap();
     assert_eq!(
-        (p.endpoint.authority(), p.timeout_ms),
-        ("127.0.0.1:9".into(), 300)
+        (p.endpoint.authority(), p.timeout_ms, p.named),
+        ("127.0.0.1:9".into(), 300, true)
+    );
+    // A timeout alone keeps the default's decision by DMI data.
+    let f = write("cloud-t.toml", "[discovery]\ncloud_timeout_ms = 300\n");
+    let p = config(&["-c", &f], &[]).cloud.unwrap();
+    assert_eq!(
+        (p.endpoint.authority(), p.timeout_ms, p.named),
+        ("169.254.169.254".into(), 300, false)
     );
     // The flag keeps the file's timeout.
     let p = config(&["-c", &f, "--cloud-metadata", "http://10.0.0.1"], &[])

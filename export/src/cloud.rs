@@ -34,6 +34,51 @@ impl Provider {
     }
 }
 
+/// What the machine's firmware says of it (`/sys/class/dmi/id`, and Xen's
+/// `/sys/hypervisor/uuid`): each field as read, empty when absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dmi {
+    pub sys_vendor: String,
+    pub product_name: String,
+    pub product_serial: String,
+    pub product_uuid: String,
+    pub bios_vendor: String,
+    pub board_asset_tag: String,
+    pub chassis_asset_tag: String,
+    pub hypervisor_uuid: String,
+}
+
+/// Azure sets this chassis asset tag on every VM (cloud-init's ds-identify looks for it).
+const AZURE_ASSET_TAG: &str = "7783-7084-3265-9085-8269-3286-77";
+
+/// The cloud the DMI data names, and which field said so; `None` on any other machine
+/// (every edge board, a laptop, a VM of another hypervisor), where no metadata service is
+/// asked. The rules are cloud-init's ds-identify's: Azure by its chassis asset tag; GCP by
+/// its product name or `GoogleCloud-` serial; AWS by the "Amazon EC2" vendor of Nitro
+/// instances or the `ec2` prefix of a Xen instance's UUID.
+pub fn identify(d: &Dmi) -> Option<(Provider, &'static str)> {
+    let t = |s: &str| s.trim().to_string();
+    let (vendor, product, bios) = (t(&d.sys_vendor), t(&d.product_name), t(&d.bios_vendor));
+    let ec2_uuid = |u: &str| u.trim().to_ascii_lowercase().starts_with("ec2");
+    if d.chassis_asset_tag.trim() == AZURE_ASSET_TAG {
+        Some((Provider::Azure, "chassis_asset_tag is Azure's"))
+    } else if product == "Google Compute Engine" {
+        Some((Provider::Gcp, "product_name is Google Compute Engine"))
+    } else if d.product_serial.trim().starts_with("GoogleCloud-") {
+        Some((Provider::Gcp, "product_serial is GoogleCloud-"))
+    } else if vendor == "Amazon EC2" {
+        Some((Provider::Aws, "sys_vendor is Amazon EC2"))
+    } else if bios == "Amazon EC2" {
+        Some((Provider::Aws, "bios_vendor is Amazon EC2"))
+    } else if ec2_uuid(&d.product_uuid) {
+        Some((Provider::Aws, "product_uuid starts with ec2"))
+    } else if ec2_uuid(&d.hypervisor_uuid) {
+        Some((Provider::Aws, "the Xen hypervisor uuid starts with ec2"))
+    } else {
+        None
+    }
+}
+
 /// One request of a provider's probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -222,6 +267,59 @@ pub fn azure(body: &[u8]) -> Result<Attrs, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clouds_are_named_by_their_dmi_data_and_nothing_else_is() {
+        // As the three clouds' VMs show them (values from their documentation and
+        // cloud-init's ds-identify test data).
+        let azure = Dmi {
+            sys_vendor: "Microsoft Corporation\n".into(),
+            product_name: "Virtual Machine\n".into(),
+            chassis_asset_tag: "7783-7084-3265-9085-8269-3286-77\n".into(),
+            ..Dmi::default()
+        };
+        assert_eq!(identify(&azure).map(|p| p.0), Some(Provider::Azure));
+        // Hyper-V outside Azure: the same vendor and product, no asset tag.
+        let hyperv = Dmi {
+            chassis_asset_tag: String::new(),
+            ..azure
+        };
+        assert_eq!(identify(&hyperv), None);
+        let gce = Dmi {
+            sys_vendor: "Google\n".into(),
+            product_name: "Google Compute Engine\n".into(),
+            bios_vendor: "Google\n".into(),
+            ..Dmi::default()
+        };
+        assert_eq!(identify(&gce).map(|p| p.0), Some(Provider::Gcp));
+        let nitro = Dmi {
+            sys_vendor: "Amazon EC2\n".into(),
+            product_name: "t3.micro\n".into(),
+            board_asset_tag: "i-0123456789abcdef0\n".into(),
+            ..Dmi::default()
+        };
+        assert_eq!(identify(&nitro).map(|p| p.0), Some(Provider::Aws));
+        let xen = Dmi {
+            sys_vendor: "Xen\n".into(),
+            product_name: "HVM domU\n".into(),
+            product_uuid: "EC2E1916-9099-7CAF-FD21-012345ABCDEF\n".into(),
+            ..Dmi::default()
+        };
+        assert_eq!(identify(&xen).map(|p| p.0), Some(Provider::Aws));
+        // A Xen VM elsewhere, QEMU, a board with no DMI at all: no cloud.
+        let other_xen = Dmi {
+            product_uuid: "4c4c4544-0042-3510-8052-b3c04f4e4d32".into(),
+            ..xen
+        };
+        assert_eq!(identify(&other_xen), None);
+        let qemu = Dmi {
+            sys_vendor: "QEMU".into(),
+            product_name: "Standard PC (Q35 + ICH9, 2009)".into(),
+            ..Dmi::default()
+        };
+        assert_eq!(identify(&qemu), None);
+        assert_eq!(identify(&Dmi::default()), None);
+    }
 
     // Bodies laid out as each provider's documentation shows them (field names, nesting and
     // value formats), with values of our own. Sources: AWS "Instance identity documents"

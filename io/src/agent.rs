@@ -76,6 +76,8 @@ pub struct Agent {
     procs: crate::processes::Processes,
     /// The cloud metadata probes, until they end.
     cloud: Option<crate::cloud::Cloud>,
+    /// Whom to ask for cloud metadata, decided at start-up from the DMI data.
+    cloud_plan: Option<crate::cloud::Plan>,
     /// The pods of this node, when in a Kubernetes cluster.
     kube: Option<crate::kube::Kube>,
     /// Threads that detach the programs together at exit.
@@ -212,6 +214,11 @@ impl Agent {
             Some(path) => Some(crate::recorder::Recorder::create(path)?),
             None => None,
         };
+        // The DMI serial and UUID are root's to read.
+        let cloud_plan = config
+            .cloud
+            .as_ref()
+            .map(|p| crate::cloud::plan(p, &crate::cloud::read_dmi()));
         // Everything privileged is done: programs attached, maps mapped, /proc read, files
         // opened. From here on the agent needs no privilege.
         Self::drop_privileges(&config)?;
@@ -259,6 +266,7 @@ impl Agent {
             recorder,
             procs,
             cloud: None,
+            cloud_plan,
             kube,
             closer,
         })
@@ -308,9 +316,24 @@ impl Agent {
         let mut next_drain = Instant::now() + DRAIN_INTERVAL;
         let mut shutdown_by: Option<Instant> = None;
         if let Some(probe) = &self.config.cloud {
-            match crate::cloud::Cloud::start(probe, &self.poll, CLOUD, Instant::now()) {
-                Ok(c) => self.cloud = Some(c),
-                Err(e) => log::warn!("cloud metadata: {e}; not asked"),
+            match self.cloud_plan.take() {
+                Some(crate::cloud::Plan::Ask(providers, why)) => {
+                    log::info!("cloud metadata: asking {} ({why})", probe.endpoint);
+                    match crate::cloud::Cloud::start(
+                        probe,
+                        &providers,
+                        &self.poll,
+                        CLOUD,
+                        Instant::now(),
+                    ) {
+                        Ok(c) => self.cloud = Some(c),
+                        Err(e) => log::warn!("cloud metadata: {e}; not asked"),
+                    }
+                }
+                Some(crate::cloud::Plan::Skip(why)) => {
+                    log::info!("cloud metadata: not asked: {why}");
+                }
+                None => {}
             }
         }
         loop {

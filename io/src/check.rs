@@ -204,6 +204,19 @@ pub fn run(config: &Config) -> i32 {
         Err(_) => r.note("perf_event", "unavailable: the CPU profiler will not run"),
     }
     r.note("kprobes", "not used (tracepoints only)");
+    match config
+        .cloud
+        .as_ref()
+        .map(|p| (p, crate::cloud::plan(p, &crate::cloud::read_dmi())))
+    {
+        None => r.note("cloud metadata", "off"),
+        Some((p, crate::cloud::Plan::Ask(_, why))) => {
+            r.ok("cloud metadata", &format!("asks {} ({why})", p.endpoint))
+        }
+        Some((_, crate::cloud::Plan::Skip(why))) => {
+            r.ok("cloud metadata", &format!("not asked: {why}"))
+        }
+    }
     match crate::seccomp::availability() {
         Ok(how) => r.ok("seccomp", how),
         Err(why) if config.seccomp != telegen_config::Seccomp::Off => r.fail("seccomp", why),

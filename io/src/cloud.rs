@@ -20,7 +20,56 @@ use mio::{Poll, Token};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 use telegen_config::CloudProbe;
-use telegen_export::cloud::{Attrs, Next, Provider, Step, on_response, request};
+use telegen_export::cloud::{Attrs, Dmi, Next, Provider, Step, identify, on_response, request};
+
+/// Reads what the firmware says of this machine: `/sys/class/dmi/id` (its serial and UUID
+/// are readable by root only: read at start-up) and Xen's `/sys/hypervisor/uuid`. A field
+/// that is missing is empty: boards without DMI (most ARM boards) have none.
+pub fn read_dmi() -> Dmi {
+    let f = |name: &str| {
+        std::fs::read_to_string(format!("/sys/class/dmi/id/{name}")).unwrap_or_default()
+    };
+    Dmi {
+        sys_vendor: f("sys_vendor"),
+        product_name: f("product_name"),
+        product_serial: f("product_serial"),
+        product_uuid: f("product_uuid"),
+        bios_vendor: f("bios_vendor"),
+        board_asset_tag: f("board_asset_tag"),
+        chassis_asset_tag: f("chassis_asset_tag"),
+        hypervisor_uuid: std::fs::read_to_string("/sys/hypervisor/uuid").unwrap_or_default(),
+    }
+}
+
+/// Whom the agent asks for cloud metadata, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    Ask(Vec<Provider>, String),
+    Skip(String),
+}
+
+/// Decides from the configuration and the machine's DMI data: a named service is asked for
+/// the three providers on any machine; the default address only where the DMI data names a
+/// cloud, and only that cloud's provider. Anywhere else no packet goes there.
+pub fn plan(cfg: &CloudProbe, dmi: &Dmi) -> Plan {
+    if cfg.named {
+        return Plan::Ask(
+            Provider::ALL.to_vec(),
+            "named in the configuration".to_string(),
+        );
+    }
+    match identify(dmi) {
+        Some((p, why)) => Plan::Ask(vec![p], format!("{} VM: DMI {why}", p.name())),
+        None if dmi.sys_vendor.trim().is_empty() && dmi.product_name.trim().is_empty() => {
+            Plan::Skip("no DMI data names a cloud (this machine has none)".into())
+        }
+        None => Plan::Skip(format!(
+            "DMI names no cloud ({} {})",
+            dmi.sys_vendor.trim(),
+            dmi.product_name.trim()
+        )),
+    }
+}
 
 /// How a probe ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +107,14 @@ pub struct Cloud {
 }
 
 impl Cloud {
-    /// Starts the three probes; tokens `base`, `base + 1` and `base + 2` are theirs.
-    pub fn start(cfg: &CloudProbe, poll: &Poll, base: Token, now: Instant) -> Result<Self, String> {
+    /// Starts the probes of `providers` (at most three); tokens from `base` on are theirs.
+    pub fn start(
+        cfg: &CloudProbe,
+        providers: &[Provider],
+        poll: &Poll,
+        base: Token,
+        now: Instant,
+    ) -> Result<Self, String> {
         let e = &cfg.endpoint;
         let addr = (e.host.as_str(), e.port)
             .to_socket_addrs()
@@ -72,7 +127,7 @@ impl Cloud {
             authority: e.authority(),
             deadline: now + Duration::from_millis(cfg.timeout_ms),
         };
-        for (i, p) in Provider::ALL.into_iter().enumerate() {
+        for (i, &p) in providers.iter().take(Provider::ALL.len()).enumerate() {
             let mut probe = Probe {
                 provider: p,
                 token: Token(base.0 + i),

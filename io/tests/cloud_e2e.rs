@@ -180,3 +180,93 @@ fn off_cloud_slow_failing_and_malformed_services_add_nothing_and_block_nothing()
     assert!(log.contains("aws: Connection refused"), "{log}");
     assert!(!metric_resources(&requests).is_empty());
 }
+
+/// The IPv4 destinations (address, port) of every `connect` a process named `telegen` makes
+/// while `during` runs, seen by bpftrace on the syscall's entry.
+fn connects_of_the_agent(during: impl FnOnce()) -> Vec<([u8; 4], u16)> {
+    let script = "tracepoint:syscalls:sys_enter_connect /comm == \"telegen\"/ \
+                  { printf(\"connect %rx\\n\", buf(args->uservaddr, 8)); }";
+    let mut bt = Command::new("bpftrace")
+        .args(["-e", script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("bpftrace (installed by cross/bootstrap.sh)");
+    let mut out = std::io::BufReader::new(bt.stdout.take().unwrap());
+    let mut line = String::new();
+    use std::io::{BufRead, Read};
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("Attaching"), "bpftrace: {line}");
+    during();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let _ = bt.wait();
+    rest.lines()
+        .filter_map(|l| l.strip_prefix("connect "))
+        .filter_map(|hex| {
+            let b: Vec<u8> = hex
+                .split("\\x")
+                .filter(|s| !s.is_empty())
+                .filter_map(|h| u8::from_str_radix(h, 16).ok())
+                .collect();
+            // AF_INET (2, little-endian), then the port and address in network order.
+            (b.len() == 8 && b[0] == 2 && b[1] == 0)
+                .then(|| ([b[4], b[5], b[6], b[7]], u16::from_be_bytes([b[2], b[3]])))
+        })
+        .collect()
+}
+
+#[test]
+fn by_default_no_packet_goes_to_the_metadata_address_where_dmi_names_no_cloud() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dmi =
+        |f: &str| std::fs::read_to_string(format!("/sys/class/dmi/id/{f}")).unwrap_or_default();
+    let (vendor, product) = (dmi("sys_vendor"), dmi("product_name"));
+    assert!(
+        !["Amazon EC2", "Google", "Microsoft Corporation"].contains(&vendor.trim()),
+        "this test is for machines that are not cloud VMs: DMI says {vendor} {product}"
+    );
+    let receiver = Receiver::start("cloud-default");
+    let endpoint = receiver.endpoint();
+    let mut log = String::new();
+    let seen = connects_of_the_agent(|| {
+        // The default (auto), as a user's first run has it.
+        let mut agent = start_agent(
+            &["--cloud-metadata", "auto", "--metric-interval", "200"],
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+        );
+        receiver.wait_for(2, Duration::from_secs(10));
+        let (status, _) = terminate(&mut agent, Duration::from_secs(5));
+        assert!(status.success(), "exit status {status:?}");
+        log = agent_log(&agent);
+    });
+    // The watcher works: it saw the agent connect to the receiver.
+    assert!(
+        seen.contains(&([127, 0, 0, 1], receiver.port)),
+        "bpftrace saw {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|(a, _)| *a == [169, 254, 169, 254]),
+        "the agent connected to the metadata address: {seen:?}"
+    );
+    assert!(log.contains("cloud metadata: not asked: "), "{log}");
+    // `telegen check` says the same, and why.
+    let out = Command::new(env!("CARGO_BIN_EXE_telegen"))
+        .arg("check")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    let line = out
+        .lines()
+        .find(|l| l.contains("cloud metadata"))
+        .unwrap_or_else(|| panic!("no cloud line in check: {out}"));
+    assert!(
+        line.contains("not asked: ") && line.contains("DMI"),
+        "{line}"
+    );
+}
