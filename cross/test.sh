@@ -20,7 +20,7 @@ cargo build --release
 step "fuzz each target briefly (${TELEGEN_FUZZ_SECONDS:=20} s each)"
 for target in record_decoder http_response tracefs_format spool_scan http_exchanges redis_exchanges mqtt_exchanges \
     postgres_exchanges mysql_exchanges amqp_exchanges kafka_exchanges dns_exchanges program_file cloud_metadata k8s_pod_list \
-    http2_exchanges hpack_blocks container_state; do
+    http2_exchanges hpack_blocks container_state helper_messages; do
   mkdir -p "fuzz/corpus/$target"
   seeds=()
   [ -d "fuzz/seeds/$target" ] && seeds=("fuzz/seeds/$target")

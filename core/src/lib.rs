@@ -3,7 +3,7 @@
 //! Turns wire records from the kernel programs into aggregated telemetry: decoding
 //! ([`record`]), tracepoint layouts ([`tracefs`]), the TCP connection tracker ([`tcp`]), HTTP/1.x exchanges ([`http`]), HTTP/2 and gRPC exchanges ([`http2`]) with HPACK ([`hpack`]), Redis exchanges ([`redis`]), MQTT exchanges ([`mqtt`]), PostgreSQL and MySQL exchanges ([`postgres`], [`mysql`]), DNS lookups ([`dns`]), AMQP and Kafka exchanges ([`amqp`], [`kafka`]) with their framing ([`frames`]) and statement text ([`sql`]), what those share ([`l7`]),
 //! fixed-capacity tables ([`fixed_map`]), time order across per-CPU buffers ([`reorder`]), recordings for replay ([`recording`]), the per-record step ([`pipeline`]), writes awaiting their socket ([`unjoined`]), the agent's own export connections ([`own`]), metric series with a cardinality cap ([`metrics`]),
-//! the agent's own counters ([`selfmetrics`]) and the memory budget ([`budget`]), containers from cgroup paths ([`cgroup`]).
+//! the messages to the privileged helper ([`helper`]), the agent's own counters ([`selfmetrics`]) and the memory budget ([`budget`]), containers from cgroup paths ([`cgroup`]).
 //!
 //! Invariants: no syscalls and no clock reads (time is an argument); every table is sized
 //! once at construction and never grows; nothing here panics on input, and nothing on the
@@ -19,6 +19,7 @@ pub mod cgroup;
 pub mod dns;
 pub mod fixed_map;
 pub mod frames;
+pub mod helper;
 pub mod hpack;
 pub mod http;
 pub mod http2;

@@ -3,6 +3,7 @@
 //! Every place that gives up on data counts it here; `telegen.agent.dropped{reason}` is the
 //! one metric a user reads to know nothing was lost silently.
 
+use crate::helper::{Kind as HelperKind, Status as HelperStatus};
 use crate::metrics::{Attr, Kind, MetricDesc, MetricSink};
 use telegen_common::KernelDrop;
 
@@ -17,6 +18,13 @@ pub static DROPPED: MetricDesc = MetricDesc {
     name: "telegen.agent.dropped",
     description: "Items the agent could not deliver, by reason.",
     unit: "{item}",
+    kind: Kind::Counter,
+};
+
+pub static HELPER_REQUESTS: MetricDesc = MetricDesc {
+    name: "telegen.agent.helper.requests",
+    description: "Requests the privileged helper answered, by kind and status.",
+    unit: "{request}",
     kind: Kind::Counter,
 };
 
@@ -73,10 +81,13 @@ pub enum DropReason {
     /// A pod beyond `kubernetes.max_pods` in a listing of the node's pods (counted at each
     /// listing): its processes carry no pod name.
     PodTableFull,
+    /// A request for the privileged helper beyond the requests that may wait for it (an
+    /// exec-time attach or another user's environment not asked for).
+    HelperQueueFull,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::KernelRingFull,
         Self::KernelReadFailed,
         Self::KernelPendingFull,
@@ -99,6 +110,7 @@ impl DropReason {
         Self::ProtocolDesync,
         Self::ProcessTableFull,
         Self::PodTableFull,
+        Self::HelperQueueFull,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -125,6 +137,7 @@ impl DropReason {
             Self::ProtocolDesync => "protocol_desync",
             Self::ProcessTableFull => "process_table_full",
             Self::PodTableFull => "pod_table_full",
+            Self::HelperQueueFull => "helper_queue_full",
         }
     }
 
@@ -142,6 +155,7 @@ impl DropReason {
 pub struct AgentCounters {
     pub events: u64,
     dropped: [u64; DropReason::ALL.len()],
+    helper: [[u64; HelperStatus::ALL.len()]; HelperKind::ALL.len()],
 }
 
 impl AgentCounters {
@@ -158,6 +172,16 @@ impl AgentCounters {
         self.dropped[reason as usize]
     }
 
+    /// One answer of the privileged helper.
+    pub fn helper_answered(&mut self, kind: HelperKind, status: HelperStatus) {
+        let c = &mut self.helper[kind as usize - 1][status as usize];
+        *c = c.saturating_add(1);
+    }
+
+    pub fn helper_answers(&self, kind: HelperKind, status: HelperStatus) -> u64 {
+        self.helper[kind as usize - 1][status as usize]
+    }
+
     /// Reports `telegen.agent.events` and one `telegen.agent.dropped` series per reason.
     /// Every reason is reported, zero included, so a dashboard sees the series exist.
     pub fn report(&self, sink: &mut dyn MetricSink) {
@@ -168,6 +192,22 @@ impl AgentCounters {
                 &[Attr::str("reason", r.as_str())],
                 self.dropped(r),
             );
+        }
+        // Only the pairs that happened: 28 series of zeros would say nothing.
+        for k in HelperKind::ALL {
+            for st in HelperStatus::ALL {
+                let n = self.helper_answers(k, st);
+                if n > 0 {
+                    sink.counter(
+                        &HELPER_REQUESTS,
+                        &[
+                            Attr::str("kind", k.as_str()),
+                            Attr::str("status", st.as_str()),
+                        ],
+                        n,
+                    );
+                }
+            }
         }
     }
 }
