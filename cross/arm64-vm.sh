@@ -65,6 +65,9 @@ run() {
   for n in 1 2 3; do wget -q -O /dev/null http://127.0.0.1:$((port + 10))/index.html; sleep 1; done
   kill $httpd
   sleep 2
+  # The privileged helper has served the execs above (aarch64 musl's calls, under its own
+  # seccomp list, which kills).
+  pgrep -x telegen-helper > /dev/null && echo "== helper alive"
   kill -TERM $agent
   wait $agent
   echo "== agent exit $?"
@@ -105,6 +108,10 @@ grep -q "HTTP request tracing *descriptor join" <<<"$clean" || fail "check did n
 # Every run under the seccomp filter (aarch64 musl's system calls): a call outside its list
 # would have killed the agent (exit 159, SIGSYS) instead of the clean exits above.
 [ "$(grep -c "seccomp filter installed (Kill)" <<<"$clean")" = 3 ] || fail "no seccomp filter"
+# The privileged helper, forked in both request-tracing runs, survived its requests.
+[ "$(grep -c "privileged helper started" <<<"$clean")" = 2 ] || fail "no privileged helper"
+[ "$(grep -c "== helper alive" <<<"$clean")" = 2 ] || fail "the privileged helper died"
+! grep -q "the privileged helper .*going on" <<<"$clean" || fail "the privileged helper ended"
 # The socket join asked for where it cannot be: request tracing is off, TCP metrics stay,
 # and every request-tracing program (both joins') is still shown to the arm64 verifier.
 attached "" "ring buffer" >/dev/null || fail "the socket-join run attached more than TCP metrics"

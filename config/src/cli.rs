@@ -41,6 +41,9 @@ Options:
                             (default nobody; root keeps every privilege)
       --seccomp MODE        system-call filter once started: off (default), log
                             (allow and log what is outside the list) or kill
+      --no-helper           no privileged helper: a libssl mapped after start-up is
+                            not probed, other users' processes' environments are
+                            not read
       --record FILE         also write every kernel record to FILE (at most 64 MiB),
                             for replay; it holds captured bytes: keep it private
       --cloud-metadata URL  the cloud instance metadata service asked at start-up:
@@ -67,6 +70,7 @@ pub(crate) struct Overrides {
     transport: Option<String>,
     capture_join: Option<String>,
     seccomp: Option<String>,
+    no_helper: bool,
     record: Option<String>,
     cloud: Option<String>,
 }
@@ -111,6 +115,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Par
             Arg::Long("transport") => o.transport = Some(value(&mut p, "--transport")?),
             Arg::Long("capture-join") => o.capture_join = Some(value(&mut p, "--capture-join")?),
             Arg::Long("seccomp") => o.seccomp = Some(value(&mut p, "--seccomp")?),
+            Arg::Long("no-helper") => o.no_helper = true,
             Arg::Long("record") => o.record = Some(value(&mut p, "--record")?),
             Arg::Long("cloud-metadata") => o.cloud = Some(value(&mut p, "--cloud-metadata")?),
             Arg::Value(v) if first && v == "check" => o.check = true,
@@ -164,6 +169,9 @@ impl Overrides {
         }
         if let Some(m) = self.seccomp {
             c.seccomp = crate::file::seccomp("--seccomp", &m)?;
+        }
+        if self.no_helper {
+            c.helper = false;
         }
         if let Some(f) = self.record {
             c.record = Some(f.into());

@@ -170,6 +170,7 @@ struct KernelFile {
 struct SecurityFile {
     user: Option<String>,
     seccomp: Option<String>,
+    helper: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -409,6 +410,9 @@ pub(crate) fn apply_str(c: &mut Config, name: &str, text: &str) -> Result<(), Er
         }
         if let Some(m) = sec.seccomp {
             c.seccomp = seccomp(&key("security.seccomp"), &m)?;
+        }
+        if let Some(h) = sec.helper {
+            c.helper = h;
         }
     }
     if let Some(sp) = f.spool {

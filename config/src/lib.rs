@@ -324,6 +324,10 @@ pub struct Config {
     pub capture_join: CaptureJoin,
     /// The seccomp filter installed once start-up is over.
     pub seccomp: Seccomp,
+    /// Whether a privileged helper is forked before the drop (`[security] helper`,
+    /// `--no-helper`): it attaches the OpenSSL uprobes to a libssl that appears later and
+    /// opens other users' processes' /proc entries.
+    pub helper: bool,
     /// `--record FILE`: every kernel record is also written to FILE (benchmarks, bug reports).
     pub record: Option<std::path::PathBuf>,
     /// The cloud metadata service probed at start-up; `None`: not probed.
@@ -618,6 +622,7 @@ impl Default for Config {
             transport: Transport::Auto,
             capture_join: CaptureJoin::Auto,
             seccomp: Seccomp::Off,
+            helper: true,
             record: None,
             sampler: Sampler::DEFAULT,
             // The default parses: covered by a test.

@@ -327,6 +327,16 @@ fn the_capture_join() {
 }
 
 #[test]
+fn the_privileged_helper_is_on_unless_turned_off() {
+    assert!(config(&[], &[]).helper);
+    assert!(!config(&["--no-helper"], &[]).helper);
+    let f = write("helper-off.toml", "[security]\nhelper = false\n");
+    assert!(!config(&["-c", &f], &[]).helper);
+    let f = write("helper-bad.toml", "[security]\nhelper = \"no\"\n");
+    assert!(run(&["-c", &f], &[]).is_err());
+}
+
+#[test]
 fn the_seccomp_mode() {
     assert_eq!(config(&[], &[]).seccomp, Seccomp::Off);
     assert_eq!(config(&["--seccomp", "kill"], &[]).seccomp, Seccomp::Kill);

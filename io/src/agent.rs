@@ -40,6 +40,8 @@ const TRACES_EXPORT: Token = Token(3);
 const CLOUD: Token = Token(8);
 /// The Kubernetes API client's request.
 const KUBE: Token = Token(11);
+/// The privileged helper's answers to exec-time attach requests.
+const HELPER: Token = Token(12);
 
 /// Threads that detach the kernel programs at exit (each link waits for a grace period).
 const CLOSERS: usize = 6;
@@ -78,6 +80,8 @@ pub struct Agent {
     cloud: Option<crate::cloud::Cloud>,
     /// Whom to ask for cloud metadata, decided at start-up from the DMI data.
     cloud_plan: Option<crate::cloud::Plan>,
+    /// Exec-time attach of the OpenSSL uprobes: through the helper, or in this process.
+    attacher: Option<crate::helper::Attacher>,
     /// The pods of this node, when in a Kubernetes cluster.
     kube: Option<crate::kube::Kube>,
     /// Threads that detach the programs together at exit.
@@ -113,7 +117,7 @@ impl Agent {
         let signals = Signals::new().map_err(|e| format!("signalfd: {e}"))?;
         // Requests are captured when anything reports them: spans, request metrics, the console.
         let capture = config.traces.enabled || config.metrics.enabled || config.console;
-        let kernel = Kernel::load(
+        let mut kernel = Kernel::load(
             config.limits.ring_buffer_bytes,
             config.transport,
             capture,
@@ -214,6 +218,7 @@ impl Agent {
             Some(path) => Some(crate::recorder::Recorder::create(path)?),
             None => None,
         };
+        let attacher = Self::start_helper(&config, &mut kernel, &poll, &mut procs)?;
         // The DMI serial and UUID are root's to read.
         let cloud_plan = config
             .cloud
@@ -267,9 +272,59 @@ impl Agent {
             procs,
             cloud: None,
             cloud_plan,
+            attacher,
             kube,
             closer,
         })
+    }
+
+    /// Forks the privileged helper when the agent is to drop its privileges; attaches in
+    /// process when it keeps them (root).
+    fn start_helper(
+        config: &Config,
+        kernel: &mut Kernel,
+        poll: &Poll,
+        procs: &mut crate::processes::Processes,
+    ) -> Result<Option<crate::helper::Attacher>, String> {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        if kernel.tls_probed().is_none() {
+            return Ok(None);
+        }
+        let user = match &config.user {
+            // Root for the whole run: the agent may do it all itself.
+            None => return Ok(crate::helper::Attacher::in_process(kernel)),
+            Some(_) if euid != 0 => {
+                log::info!(
+                    "not root: no privileged helper; a libssl mapped after start-up is not probed"
+                );
+                return Ok(None);
+            }
+            Some(u) => u,
+        };
+        if !config.helper {
+            log::warn!(
+                "no privileged helper ([security] helper = false): a libssl mapped after \
+                 start-up is not probed, and the environments (OTEL_SERVICE_NAME) and programs \
+                 of processes of users other than {user} are not read"
+            );
+            return Ok(None);
+        }
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let account = privileges::resolve(user, &passwd)?;
+        let (opener, attacher) = crate::helper::spawn(kernel, account)
+            .map_err(|e| format!("starting the privileged helper: {e}"))?;
+        if let Some(fd) = attacher.fd() {
+            poll.registry()
+                .register(&mut SourceFd(&fd), HELPER, Interest::READABLE)
+                .map_err(|e| format!("registering the helper's socket: {e}"))?;
+        }
+        log::info!(
+            "privileged helper started (pid {}): exec-time TLS attach, other users' /proc",
+            attacher.helper_pid.unwrap_or(0)
+        );
+        procs.set_opener(opener);
+        Ok(Some(attacher))
     }
 
     fn drop_privileges(config: &Config) -> Result<(), String> {
@@ -345,6 +400,9 @@ impl Agent {
             if let Some(k) = &self.kube {
                 wake = wake.min(k.wake_at());
             }
+            if let Some(at) = self.attacher.as_ref().and_then(|a| a.wake_at()) {
+                wake = wake.min(at);
+            }
             for c in [&self.metrics, &self.traces].into_iter().flatten() {
                 if let Some(d) = c.wake_at(now) {
                     wake = wake.min(d);
@@ -406,6 +464,17 @@ impl Agent {
                             apply(&self.kernel, &verdicts);
                         }
                     }
+                    HELPER => {
+                        if let Some(a) = self.attacher.as_mut()
+                            && let Err(why) = a.on_readable(&mut self.counters)
+                        {
+                            log::warn!(
+                                "the privileged helper {why}: a libssl mapped from now on is \
+                                 not probed, other users' processes are not read; going on"
+                            );
+                            self.attacher = None;
+                        }
+                    }
                     t if self.cloud.as_ref().is_some_and(|c| c.owns(t)) => {
                         let outcome = self.cloud.as_mut().and_then(|c| c.on_ready(&self.poll, t));
                         self.on_cloud(outcome);
@@ -415,6 +484,9 @@ impl Agent {
             }
             for c in [&mut self.metrics, &mut self.traces].into_iter().flatten() {
                 c.on_timer(&self.poll, now, &mut self.counters);
+            }
+            if let Some(a) = self.attacher.as_mut() {
+                a.send_due(now, &mut self.kernel, &mut self.counters);
             }
             let outcome = self
                 .cloud
@@ -518,6 +590,8 @@ impl Agent {
         }
         let (trackers, counters) = (&mut self.t, &mut self.counters);
         let (recorder, procs) = (&mut self.recorder, &mut self.procs);
+        let attacher = &mut self.attacher;
+        let now = Instant::now();
         let kube = &self.kube;
         let pod_of = |uid: &str| kube.as_ref().and_then(|k| k.pod(uid));
         let mut verdicts = Vec::new();
@@ -529,9 +603,15 @@ impl Agent {
                 Ok(None) => {}
                 Ok(Some(Lifecycle::Exec { pid, path, comm })) => {
                     let comm = telegen_core::record::comm_str(&comm);
+                    if let Some(a) = attacher.as_mut() {
+                        a.on_exec(pid, now, counters);
+                    }
                     verdicts.extend(procs.on_exec(pid, path, comm, &pod_of, counters));
                 }
                 Ok(Some(Lifecycle::Exit { pid })) => {
+                    if let Some(a) = attacher.as_mut() {
+                        a.on_exit(pid);
+                    }
                     if procs.on_exit(pid) {
                         verdicts.push(Verdict::Include(pid));
                     }

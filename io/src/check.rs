@@ -204,6 +204,23 @@ pub fn run(config: &Config) -> i32 {
         Err(_) => r.note("perf_event", "unavailable: the CPU profiler will not run"),
     }
     r.note("kprobes", "not used (tracepoints only)");
+    match (&config.user, config.helper) {
+        (None, _) => r.note(
+            "privileged helper",
+            "none: the agent keeps root ([security] user = \"root\") and probes a late libssl itself",
+        ),
+        (Some(_), false) => r.note(
+            "privileged helper",
+            "off: a libssl mapped after start-up is not probed, other users' environments are not read",
+        ),
+        (Some(u), true) => r.ok(
+            "privileged helper",
+            &format!(
+                "forked at start-up, as {u}: CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN (uprobes), \
+                 CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH; no network, its own seccomp list"
+            ),
+        ),
+    }
     match config
         .cloud
         .as_ref()

@@ -14,6 +14,7 @@ use aya::maps::{MapData, MapType, RingBuf};
 use aya::programs::{TracePoint, UProbe, uprobe::UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
 use telegen_common::{
     AGENT_TGID_GLOBAL, CloseEvent, DataEvent, EVENTS_MAP, EVENTS_PERF_MAP, EXCLUDED_ANY_GLOBAL,
     EXCLUDED_COMMS_CAP, EXCLUDED_COMMS_GLOBAL, EXCLUDED_MAP, EXCLUDED_PORTS_CAP,
@@ -36,7 +37,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/te
 /// The loaded programs and the maps user space reads.
 pub struct Kernel {
     /// Keeps programs and links alive.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     events: Events,
     drops: DropCounters,
     /// Processes the rules exclude: the programs capture nothing of them.
@@ -45,6 +46,8 @@ pub struct Kernel {
     links: Vec<RawFd>,
     /// Tracepoints attached, for the start-up line.
     pub attached: Vec<&'static str>,
+    /// The libssl files probed (device, inode), with request tracing on.
+    tls_probed: Option<Vec<(u64, u64)>>,
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels that charge BPF memory to it (before 5.11).
@@ -263,35 +266,73 @@ fn install_gather(ebpf: &mut Ebpf) {
     }
 }
 
-/// The OpenSSL uprobes, on every libssl found; a library without a symbol (the `_ex` forms
-/// came with OpenSSL 1.1.1) is skipped for that symbol only.
-fn attach_tls(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) {
-    let files = crate::procfs::libssl_files();
-    if files.is_empty() {
-        log::info!("no OpenSSL libssl found: HTTPS is not traced");
-        return;
-    }
-    let mut ok = 0;
-    for (prog, symbol) in SSL_PROBES {
-        let Some(p) = ebpf.program_mut(prog) else {
-            log::warn!("program {prog} missing from the object");
+/// Loads the OpenSSL uprobe programs (so that a libssl found later, by the helper, can be
+/// probed without loading anything then); whether all loaded.
+fn load_tls(ebpf: &mut Ebpf) -> bool {
+    let mut all = true;
+    for (prog, _) in SSL_PROBES {
+        let p: Option<&mut UProbe> = ebpf.program_mut(prog).and_then(|p| p.try_into().ok());
+        let Some(p) = p else {
+            log::warn!("uprobe program {prog} missing from the object");
+            all = false;
             continue;
-        };
-        let p: &mut UProbe = match p.try_into() {
-            Ok(p) => p,
-            Err(e) => {
-                log::warn!("program {prog}: {e}");
-                continue;
-            }
         };
         if let Err(e) = p.load() {
             log::warn!("uprobe {prog}: the verifier refused the program: {e}");
-            continue;
+            all = false;
         }
-        for f in &files {
-            match p.attach(symbol, f, UProbeScope::AllProcesses) {
-                Ok(_) => ok += 1,
-                Err(e) => log::debug!("uprobe {symbol} on {}: {e}", f.display()),
+    }
+    all
+}
+
+/// Attaches the (loaded) OpenSSL uprobes to the libssl at `path`; how many attached. A
+/// library without a symbol (the `_ex` forms came with OpenSSL 1.1.1) is skipped for that
+/// symbol only.
+fn attach_tls_file(ebpf: &mut Ebpf, path: &Path) -> Result<u32, String> {
+    let mut ok = 0;
+    let mut last = String::new();
+    for (prog, symbol) in SSL_PROBES {
+        let p: Option<&mut UProbe> = ebpf.program_mut(prog).and_then(|p| p.try_into().ok());
+        let Some(p) = p else { continue };
+        match p.attach(symbol, path, UProbeScope::AllProcesses) {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                // The kernel's reason is the source's.
+                let mut why = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    why = format!("{why}: {s}");
+                    src = s.source();
+                }
+                log::debug!("uprobe {symbol} on {}: {why}", path.display());
+                last = why;
+            }
+        }
+    }
+    if ok == 0 {
+        return Err(last);
+    }
+    Ok(ok)
+}
+
+/// The OpenSSL uprobes, on every libssl found at start-up.
+fn attach_tls(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    if !load_tls(ebpf) {
+        log::warn!("the OpenSSL uprobes did not all load: HTTPS may not be traced");
+    }
+    let files = crate::procfs::libssl_files();
+    if files.is_empty() {
+        log::info!("no OpenSSL libssl found at start-up: HTTPS is traced once a process maps one");
+        return Vec::new();
+    }
+    let mut ok = 0;
+    let mut probed = Vec::new();
+    for f in &files {
+        if let Ok(n) = attach_tls_file(ebpf, f) {
+            ok += n;
+            if let Ok(m) = std::fs::metadata(f) {
+                probed.push((m.dev(), m.ino()));
             }
         }
     }
@@ -308,6 +349,7 @@ fn attach_tls(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) {
     } else {
         log::warn!("no OpenSSL uprobe could be attached: HTTPS is not traced");
     }
+    probed
 }
 
 /// Loads (verifies) the request-tracing programs without attaching them, then unloads
@@ -536,6 +578,7 @@ impl Kernel {
             .map_err(|e| format!("loading the eBPF object: {e}"))?;
         let events = open_events(&mut ebpf, perf, ring_bytes)?;
         let mut attached = Vec::new();
+        let mut tls_probed = None;
         for (tp, _) in &offsets {
             let (group, name) = tp.event();
             let prog: &mut TracePoint = ebpf
@@ -584,7 +627,7 @@ impl Kernel {
                     }
                 }
             }
-            attach_tls(&mut ebpf, &mut attached);
+            tls_probed = Some(attach_tls(&mut ebpf, &mut attached));
             if !missing.is_empty() {
                 log::warn!(
                     "requests moved by {} are not seen: spans and request metrics are incomplete",
@@ -604,13 +647,41 @@ impl Kernel {
             _ => return Err("map EXCLUDED missing from the object".into()),
         };
         Ok(Self {
-            _ebpf: ebpf,
+            ebpf,
             events,
             drops,
             excluded,
             links: link_fds(),
             attached,
+            tls_probed,
         })
+    }
+
+    /// The libssl files (device, inode) probed so far; `None` without request tracing.
+    pub fn tls_probed(&self) -> Option<&[(u64, u64)]> {
+        self.tls_probed.as_deref()
+    }
+
+    /// Attaches the OpenSSL uprobes to the libssl at `path` (the helper's, or the agent's
+    /// own as root), noting its (device, inode); how many attached.
+    pub fn attach_tls_file(&mut self, path: &Path, id: (u64, u64)) -> Result<u32, String> {
+        let n = attach_tls_file(&mut self.ebpf, path)?;
+        if let Some(p) = self.tls_probed.as_mut() {
+            p.push(id);
+        }
+        Ok(n)
+    }
+
+    /// The descriptors of the OpenSSL uprobe programs: what the helper keeps open.
+    pub fn tls_program_fds(&self) -> Vec<RawFd> {
+        use std::os::fd::{AsFd, AsRawFd};
+        SSL_PROBES
+            .iter()
+            .filter_map(|(prog, _)| {
+                let p: &UProbe = self.ebpf.program(prog)?.try_into().ok()?;
+                Some(p.fd().ok()?.as_fd().as_raw_fd())
+            })
+            .collect()
     }
 
     /// Copies the kernel's drop counters into the agent's counters. Reads shared memory:

@@ -6,6 +6,7 @@ mod check;
 mod cloud;
 mod containers;
 mod fetch;
+mod helper;
 mod kernel;
 mod kube;
 mod logger;

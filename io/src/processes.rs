@@ -25,6 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +39,8 @@ use telegen_export::spanpb::ProcessAttrs;
 
 /// Processes remembered at once.
 pub const CAPACITY: usize = 512;
+/// The most of a process's environment read (through the helper).
+const ENVIRON_MAX: u64 = 256 << 10;
 /// Longest `service.name` taken from a process's environment.
 const SERVICE_NAME_CAP: usize = 128;
 /// Longest program path kept (a longer one is not kept at all): as the kernel's exec
@@ -96,6 +99,8 @@ pub struct Processes {
     services: HashMap<u32, String>,
     /// Container names from the runtimes' state.
     names: crate::containers::ContainerNames,
+    /// The privileged helper, for the entries of other users' processes.
+    opener: Option<crate::helper::Opener>,
 }
 
 impl Default for Processes {
@@ -277,7 +282,13 @@ impl Processes {
             ended: Vec::new(),
             services: HashMap::new(),
             names: Default::default(),
+            opener: None,
         }
+    }
+
+    /// Reads other users' processes' environments and programs through the helper.
+    pub fn set_opener(&mut self, opener: crate::helper::Opener) {
+        self.opener = Some(opener);
     }
 
     /// The container names this table gives processes in containers.
@@ -503,7 +514,12 @@ impl Processes {
             }
         }
         let entry = self.known.entry(pid).or_default();
-        let mut attrs = read_process(pid, entry.exec_path.as_deref());
+        let mut attrs = read_process(
+            pid,
+            entry.exec_path.as_deref(),
+            self.opener.as_mut(),
+            counters,
+        );
         if let Some(c) = &attrs.container {
             attrs.container_name = self.names.name(&c.id, now).map(String::from);
         }
@@ -547,11 +563,26 @@ impl Processes {
 }
 
 /// Reads what /proc says of `pid`, with its program's path from its exec when known.
-fn read_process(pid: u32, exec_path: Option<&str>) -> ProcessAttrs {
+fn read_process(
+    pid: u32,
+    exec_path: Option<&str>,
+    mut opener: Option<&mut crate::helper::Opener>,
+    counters: &mut AgentCounters,
+) -> ProcessAttrs {
+    use std::io::Read;
+    use telegen_core::helper::Kind;
     let container = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .ok()
         .and_then(|text| cgroup::container(&text));
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok();
+    // Another user's: through the helper, which may open it.
+    let environ = std::fs::read(format!("/proc/{pid}/environ"))
+        .ok()
+        .or_else(|| {
+            let f = opener.as_mut()?.open(Kind::OpenEnviron, pid, counters)?;
+            let mut v = Vec::new();
+            f.take(ENVIRON_MAX).read_to_end(&mut v).ok()?;
+            Some(v)
+        });
     let service_name = environ.as_deref().and_then(service_name);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
     let (parent_pid, uid) = status
@@ -568,7 +599,17 @@ fn read_process(pid: u32, exec_path: Option<&str>) -> ProcessAttrs {
     let command = std::fs::read(format!("/proc/{pid}/cmdline"))
         .ok()
         .and_then(|c| command(&c));
-    let (runtime, executable_path) = match program_file(pid, exec_path, container.is_some()) {
+    let program = program_file(pid, exec_path, container.is_some()).or_else(|| {
+        // The program of another user's process, opened by the helper (checked to be ELF);
+        // its path as this process sees the descriptor.
+        let f = opener.as_mut()?.open(Kind::OpenExe, pid, counters)?;
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok()?;
+        Some((
+            f,
+            capped(path.to_string_lossy().into_owned(), PATH_MAX_KEPT)?,
+        ))
+    });
+    let (runtime, executable_path) = match program {
         Some((f, path)) => {
             let (rt, path) = runtime_of(&f, &path);
             (rt, Some(path))
@@ -712,7 +753,7 @@ mod tests {
     fn this_test_program_read_as_a_process() {
         // This process: its /proc/PID/exe is readable; it is no runtime of those known.
         let me = std::process::id();
-        let a = read_process(me, None);
+        let a = read_process(me, None, None, &mut AgentCounters::default());
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         assert_eq!(a.executable_path.as_deref(), exe.to_str());
         assert_eq!(a.runtime, None);

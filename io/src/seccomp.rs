@@ -112,6 +112,8 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_sched_yield,
     libc::SYS_exit,
     libc::SYS_exit_group,
+    // Reaping the privileged helper when it ends.
+    libc::SYS_wait4,
 ];
 
 #[cfg(target_arch = "x86_64")]
@@ -181,14 +183,95 @@ const ARCH: &[libc::c_long] = &[
 const LEN: usize = COMMON.len() + ARCH.len();
 // Jump offsets are 8 bits: the list must stay well short of 255 entries.
 const _: () = assert!(LEN < 240);
-/// Instructions: arch check (3), one test per allowed call, ioctl's (4), refusal, allowance.
-const PROG: usize = LEN + 9;
-const DENY_AT: usize = LEN + 7;
-const ALLOW_AT: usize = LEN + 8;
+
+/// What the privileged helper may call: its socket to the agent, /proc and the files it
+/// opens there, what attaching a uprobe takes (reading the ELF file, `perf_event_open`,
+/// `bpf`, the perf ioctls), memory, and exit. No `socket`, no `connect`, no `execve`.
+const HELPER: &[libc::c_long] = &[
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_pread64,
+    libc::SYS_close,
+    libc::SYS_openat,
+    libc::SYS_statx,
+    libc::SYS_readlinkat,
+    libc::SYS_getdents64,
+    libc::SYS_fcntl,
+    libc::SYS_lseek,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_ppoll,
+    libc::SYS_sendmsg,
+    libc::SYS_recvmsg,
+    libc::SYS_perf_event_open,
+    libc::SYS_bpf,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_brk,
+    libc::SYS_madvise,
+    libc::SYS_mprotect,
+    libc::SYS_clock_gettime,
+    libc::SYS_futex,
+    libc::SYS_getpid,
+    libc::SYS_gettid,
+    libc::SYS_getppid,
+    libc::SYS_uname,
+    libc::SYS_getrandom,
+    libc::SYS_sigaltstack,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    // A poll interrupted by a stop (job control, a tracer) resumes through it.
+    libc::SYS_restart_syscall,
+    libc::SYS_sched_yield,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_poll,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_open,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_stat,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_readlink,
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    ))]
+    libc::SYS_mmap,
+    #[cfg(target_arch = "arm")]
+    libc::SYS_mmap2,
+    #[cfg(target_arch = "arm")]
+    libc::SYS_open,
+    #[cfg(target_arch = "arm")]
+    libc::SYS_readlink,
+    #[cfg(target_arch = "arm")]
+    libc::SYS_stat64,
+    #[cfg(target_arch = "arm")]
+    libc::SYS_fstat64,
+    #[cfg(target_arch = "arm")]
+    libc::SYS_fstatat64,
+    #[cfg(target_arch = "arm")]
+    libc::SYS__llseek,
+    #[cfg(target_arch = "arm")]
+    libc::SYS_fcntl64,
+    #[cfg(target_arch = "arm")]
+    libc::SYS_sigreturn,
+    #[cfg(target_arch = "arm")]
+    403, // clock_gettime64
+    #[cfg(target_arch = "arm")]
+    414, // ppoll_time64
+    #[cfg(target_arch = "arm")]
+    422, // futex_time64
+];
+
+/// The helper's ioctls: a uprobe's perf event enabled and given its program (kernels
+/// without BPF links).
+const PERF_EVENT_IOC_SET_BPF: u32 = 0x4004_2408;
 
 /// The filter program.
 pub struct Filter {
-    prog: [libc::sock_filter; PROG],
+    prog: Vec<libc::sock_filter>,
     deny: u32,
 }
 
@@ -210,40 +293,70 @@ fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     }
 }
 
+/// The program: the architecture (a foreign ABI is refused), one test per allowed call,
+/// ioctl with one of `ioctls` as its command, then refusal and allowance.
+fn program(calls: &[libc::c_long], ioctls: &[u32], deny: u32) -> Vec<libc::sock_filter> {
+    let len = calls.len();
+    let deny_at = 3 + len + 2 + ioctls.len();
+    let allow_at = deny_at + 1;
+    // A jump from instruction `from` to `to` skips `to - from - 1` instructions.
+    let skip = |from: usize, to: usize| (to - from - 1) as u8;
+    let mut prog = vec![stmt(0, 0); allow_at + 1];
+    prog[0] = stmt(LD_W_ABS, OFFSET_ARCH);
+    prog[1] = jeq(AUDIT_ARCH, 0, skip(1, deny_at));
+    prog[2] = stmt(LD_W_ABS, OFFSET_NR);
+    for (i, nr) in calls.iter().enumerate() {
+        prog[3 + i] = jeq(*nr as u32, skip(3 + i, allow_at), 0);
+    }
+    let at = 3 + len;
+    prog[at] = jeq(libc::SYS_ioctl as u32, 0, skip(at, deny_at));
+    prog[at + 1] = stmt(LD_W_ABS, OFFSET_ARG1_LOW);
+    for (i, cmd) in ioctls.iter().enumerate() {
+        prog[at + 2 + i] = jeq(*cmd, skip(at + 2 + i, allow_at), 0);
+    }
+    prog[deny_at] = stmt(RET_K, deny);
+    prog[allow_at] = stmt(RET_K, RET_ALLOW);
+    prog
+}
+
+fn kill_action() -> u32 {
+    if action_available(RET_KILL_PROCESS) {
+        RET_KILL_PROCESS
+    } else {
+        // Before 4.14: the thread, which is the whole process (one thread).
+        RET_KILL_THREAD
+    }
+}
+
 impl Filter {
     /// The filter for `mode`; `None` for [`Seccomp::Off`].
     pub fn new(mode: Seccomp) -> Option<Self> {
         let deny = match mode {
             Seccomp::Off => return None,
             Seccomp::Log => RET_LOG,
-            Seccomp::Kill => {
-                if action_available(RET_KILL_PROCESS) {
-                    RET_KILL_PROCESS
-                } else {
-                    // Before 4.14: the thread, which is the whole agent (one thread).
-                    RET_KILL_THREAD
-                }
-            }
+            Seccomp::Kill => kill_action(),
         };
-        // A jump from instruction `from` to `to` skips `to - from - 1` instructions.
-        let skip = |from: usize, to: usize| (to - from - 1) as u8;
-        let mut prog = [stmt(0, 0); PROG];
-        // The architecture: a foreign ABI is refused; then the call number.
-        prog[0] = stmt(LD_W_ABS, OFFSET_ARCH);
-        prog[1] = jeq(AUDIT_ARCH, 0, skip(1, DENY_AT));
-        prog[2] = stmt(LD_W_ABS, OFFSET_NR);
-        for (i, nr) in COMMON.iter().chain(ARCH).enumerate() {
-            prog[3 + i] = jeq(*nr as u32, skip(3 + i, ALLOW_AT), 0);
-        }
-        // ioctl: only the perf event enable/disable commands.
-        let at = 3 + LEN;
-        prog[at] = jeq(libc::SYS_ioctl as u32, 0, skip(at, DENY_AT));
-        prog[at + 1] = stmt(LD_W_ABS, OFFSET_ARG1_LOW);
-        prog[at + 2] = jeq(PERF_EVENT_IOC_ENABLE, skip(at + 2, ALLOW_AT), 0);
-        prog[at + 3] = jeq(PERF_EVENT_IOC_DISABLE, skip(at + 3, ALLOW_AT), 0);
-        prog[DENY_AT] = stmt(RET_K, deny);
-        prog[ALLOW_AT] = stmt(RET_K, RET_ALLOW);
+        let calls: Vec<libc::c_long> = COMMON.iter().chain(ARCH).copied().collect();
+        let prog = program(
+            &calls,
+            &[PERF_EVENT_IOC_ENABLE, PERF_EVENT_IOC_DISABLE],
+            deny,
+        );
         Some(Self { prog, deny })
+    }
+
+    /// The privileged helper's filter: always on, killing on anything outside its list.
+    pub fn helper() -> Self {
+        let deny = kill_action();
+        let ioctls = [
+            PERF_EVENT_IOC_ENABLE,
+            PERF_EVENT_IOC_DISABLE,
+            PERF_EVENT_IOC_SET_BPF,
+        ];
+        Self {
+            prog: program(HELPER, &ioctls, deny),
+            deny,
+        }
     }
 
     /// Installs the filter on this (single) thread, with `no_new_privs` (required without
@@ -314,6 +427,11 @@ pub fn availability() -> Result<&'static str, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where the agent's filter refuses and allows: after the arch check, the list, the
+    /// ioctl test, its argument load and its two commands.
+    const DENY_AT: usize = LEN + 7;
+    const ALLOW_AT: usize = LEN + 8;
 
     /// Runs `body` in a forked child with `mode`'s filter installed; returns the wait status.
     /// The filter is built before the fork, so the child only makes system calls.
@@ -405,6 +523,52 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), LEN);
+    }
+
+    fn opens_a_socket() -> i32 {
+        // The helper has no network: under its filter the child dies here.
+        // SAFETY: integer arguments.
+        match unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) } {
+            -1 => 5,
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn the_helper_filter_allows_its_list_and_no_socket() {
+        let mut all: Vec<_> = HELPER.to_vec();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), HELPER.len(), "a call listed twice");
+        assert!(!HELPER.contains(&libc::SYS_socket) && !HELPER.contains(&libc::SYS_connect));
+        let run = |body: fn() -> i32| {
+            let f = Filter::helper();
+            // SAFETY: the child makes raw system calls only and leaves with _exit.
+            unsafe {
+                let pid = libc::fork();
+                assert!(pid >= 0, "fork");
+                if pid == 0 {
+                    let code = match f.install() {
+                        Ok(()) => body(),
+                        Err(_) => 99,
+                    };
+                    libc::_exit(code);
+                }
+                let mut status = 0;
+                assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+                status
+            }
+        };
+        let s = run(allowed_calls);
+        assert!(
+            libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0,
+            "status {s:#x}"
+        );
+        let s = run(opens_a_socket);
+        assert!(
+            libc::WIFSIGNALED(s) && libc::WTERMSIG(s) == libc::SIGSYS,
+            "status {s:#x}"
+        );
     }
 
     #[test]
