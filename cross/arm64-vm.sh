@@ -66,8 +66,8 @@ run() {
   kill $httpd
   sleep 2
   # The privileged helper has served the execs above (aarch64 musl's calls, under its own
-  # seccomp list, which kills).
-  pgrep -x telegen-helper > /dev/null && echo "== helper alive"
+  # seccomp list, which kills): still there, a child of the agent.
+  for s in /proc/[0-9]*/status; do grep -q "^Name:.telegen-helper" $s 2>/dev/null && echo "== helper alive"; done
   kill -TERM $agent
   wait $agent
   echo "== agent exit $?"
