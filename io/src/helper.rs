@@ -587,15 +587,7 @@ fn confine(account: Account) -> Result<(), String> {
             if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
                 return Err(os_error("keepcaps"));
             }
-            if libc::setgroups(0, std::ptr::null()) != 0 {
-                return Err(os_error("setgroups"));
-            }
-            if libc::setresgid(account.gid, account.gid, account.gid) != 0 {
-                return Err(os_error("setresgid"));
-            }
-            if libc::setresuid(account.uid, account.uid, account.uid) != 0 {
-                return Err(os_error("setresuid"));
-            }
+            crate::privileges::switch_account(account)?;
         }
         let header = CapHeader {
             version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3

@@ -82,6 +82,23 @@ pub fn effective_caps() -> u64 {
     status_hex("CapEff:")
 }
 
+/// Becomes account `a` (real, effective and saved ids), with no supplementary groups.
+pub fn switch_account(a: Account) -> Result<(), String> {
+    // SAFETY: plain syscalls with integer arguments or a null pointer.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0 {
+            return Err(last_os_error("setgroups"));
+        }
+        if libc::setresgid(a.gid, a.gid, a.gid) != 0 {
+            return Err(last_os_error("setresgid"));
+        }
+        if libc::setresuid(a.uid, a.uid, a.uid) != 0 {
+            return Err(last_os_error("setresuid"));
+        }
+    }
+    Ok(())
+}
+
 /// Switches to `user` for good; `writable` paths are handed to it first.
 pub fn drop_to(user: &str, writable: &[&Path]) -> Result<Account, String> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -99,15 +116,7 @@ pub fn drop_to(user: &str, writable: &[&Path]) -> Result<Account, String> {
             // EINVAL for capabilities this kernel does not know: fine.
             libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
         }
-        if libc::setgroups(0, std::ptr::null()) != 0 {
-            return Err(last_os_error("setgroups"));
-        }
-        if libc::setresgid(a.gid, a.gid, a.gid) != 0 {
-            return Err(last_os_error("setresgid"));
-        }
-        if libc::setresuid(a.uid, a.uid, a.uid) != 0 {
-            return Err(last_os_error("setresuid"));
-        }
+        switch_account(a)?;
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err(last_os_error("no_new_privs"));
         }

@@ -436,7 +436,11 @@ mod tests {
     /// Runs `body` in a forked child with `mode`'s filter installed; returns the wait status.
     /// The filter is built before the fork, so the child only makes system calls.
     fn in_child(mode: Seccomp, body: fn() -> i32) -> libc::c_int {
-        let f = Filter::new(mode).unwrap();
+        filtered_child(Filter::new(mode).unwrap(), body)
+    }
+
+    /// Runs `body` in a forked child with filter `f` installed; returns the wait status.
+    fn filtered_child(f: Filter, body: fn() -> i32) -> libc::c_int {
         // SAFETY: the child makes raw system calls only and leaves with _exit.
         unsafe {
             let pid = libc::fork();
@@ -541,24 +545,7 @@ mod tests {
         all.dedup();
         assert_eq!(all.len(), HELPER.len(), "a call listed twice");
         assert!(!HELPER.contains(&libc::SYS_socket) && !HELPER.contains(&libc::SYS_connect));
-        let run = |body: fn() -> i32| {
-            let f = Filter::helper();
-            // SAFETY: the child makes raw system calls only and leaves with _exit.
-            unsafe {
-                let pid = libc::fork();
-                assert!(pid >= 0, "fork");
-                if pid == 0 {
-                    let code = match f.install() {
-                        Ok(()) => body(),
-                        Err(_) => 99,
-                    };
-                    libc::_exit(code);
-                }
-                let mut status = 0;
-                assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-                status
-            }
-        };
+        let run = |body: fn() -> i32| filtered_child(Filter::helper(), body);
         let s = run(allowed_calls);
         assert!(
             libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0,
