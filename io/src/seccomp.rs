@@ -199,6 +199,7 @@ const HELPER: &[libc::c_long] = &[
     libc::SYS_fcntl,
     libc::SYS_lseek,
     libc::SYS_fstat,
+    #[cfg(not(target_arch = "arm"))]
     libc::SYS_newfstatat,
     libc::SYS_ppoll,
     libc::SYS_sendmsg,
