@@ -218,16 +218,31 @@ impl Answer {
     }
 }
 
-/// The paths of the files `maps` (the text of `/proc/PID/maps`) maps whose name is a
-/// libssl (`libssl.so`, `libssl.so.3`, ...), in the order they appear (the consecutive
-/// mappings of one file once).
+/// A libssl a process maps: the address range of its first mapping and its path as the
+/// reader of the maps sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapped<'a> {
+    pub start: u64,
+    pub end: u64,
+    pub path: &'a str,
+}
+
+/// The files `maps` (the text of `/proc/PID/maps`) maps whose name is a libssl
+/// (`libssl.so`, `libssl.so.3`, ...), in the order they appear (the consecutive mappings of
+/// one file once, by the first).
 /// Lines that are not a mapping of a file by absolute path are skipped; a path the kernel
 /// marks as deleted is skipped too (its file can no longer be opened by name).
-pub fn libssl_paths(maps: &str) -> impl Iterator<Item = &str> {
+pub fn libssl_paths(maps: &str) -> impl Iterator<Item = Mapped<'_>> {
     let mut last: Option<&str> = None;
     maps.lines().filter_map(move |line| {
         // address perms offset dev inode path: the path is the sixth field, and may hold
         // spaces, so it is what follows the fifth.
+        let (range, _) = line.split_once(' ')?;
+        let (start, end) = range.split_once('-')?;
+        let (start, end) = (
+            u64::from_str_radix(start, 16).ok()?,
+            u64::from_str_radix(end, 16).ok()?,
+        );
         let mut rest = line;
         for _ in 0..5 {
             rest = rest.trim_start();
@@ -235,7 +250,7 @@ pub fn libssl_paths(maps: &str) -> impl Iterator<Item = &str> {
             rest = &rest[end..];
         }
         let path = rest.trim_start();
-        if !path.starts_with('/') || path.ends_with(" (deleted)") {
+        if !path.starts_with('/') || path.ends_with(" (deleted)") || start >= end {
             return None;
         }
         let name = path.rsplit('/').next().unwrap_or("");
@@ -243,7 +258,7 @@ pub fn libssl_paths(maps: &str) -> impl Iterator<Item = &str> {
             return None;
         }
         last = Some(path);
-        Some(path)
+        Some(Mapped { start, end, path })
     })
 }
 
@@ -301,8 +316,26 @@ mod tests {
 7ffd4e9f1000-7ffd4e9f3000 r-xp 00000000 00:00 0                          [vdso]
 garbage line
 ";
-        let got: alloc::vec::Vec<&str> = libssl_paths(maps).collect();
-        assert_eq!(got, ["/tmp/late ssl/libssl.so.3", "/opt/libssl.so"]);
+        let got: alloc::vec::Vec<Mapped> = libssl_paths(maps).collect();
+        assert_eq!(
+            got,
+            [
+                Mapped {
+                    start: 0x7f3c1a200000,
+                    end: 0x7f3c1a2a0000,
+                    path: "/tmp/late ssl/libssl.so.3"
+                },
+                Mapped {
+                    start: 0x7f3c1d000000,
+                    end: 0x7f3c1d001000,
+                    path: "/opt/libssl.so"
+                }
+            ]
+        );
+        // A range that does not parse, or is empty: not a mapping.
+        let bad = "zz-7f00 r--p 00000000 fe:01 3 /opt/libssl.so\n\
+                   7f00-7f00 r--p 00000000 fe:01 3 /opt/libssl.so.3\n";
+        assert_eq!(libssl_paths(bad).count(), 0);
         assert_eq!(libssl_paths("").count(), 0);
     }
 }

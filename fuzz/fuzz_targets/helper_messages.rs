@@ -14,8 +14,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(&a.encode()[..], data);
     }
     if let Ok(text) = std::str::from_utf8(data) {
-        for p in libssl_paths(text) {
+        for m in libssl_paths(text) {
+            let p = m.path;
             assert!(p.starts_with('/') && p.rsplit('/').next().unwrap().starts_with("libssl.so"));
+            assert!(m.start < m.end);
         }
     }
 });

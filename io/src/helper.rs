@@ -279,7 +279,10 @@ impl Attacher {
     }
 
     /// A process executed a program: its maps are read after [`ATTACH_AFTER`].
+    /// A pid that executes again (a shell script, a launcher such as pyenv's shims) has
+    /// its waiting requests replaced: its maps are read after its last program started.
     pub fn on_exec(&mut self, pid: u32, now: Instant, counters: &mut AgentCounters) {
+        self.due.retain(|(_, p)| *p != pid);
         for after in ATTACH_AFTER {
             if self.due.len() >= ATTACH_QUEUE {
                 counters.drop(DropReason::HelperQueueFull, 1);
@@ -681,8 +684,8 @@ fn serve(
 type Found = (std::fs::File, (u64, u64), String);
 
 /// The libssl files `pid` maps that are not among `probed`, opened through the process's
-/// own root (so a container's files are found in its mount namespace) and checked to be
-/// regular ELF files; or why there are none.
+/// `map_files` (or its own root: a container's files are found in its mount namespace)
+/// and checked to be regular ELF files; or why there are none.
 fn libssl_files_of(pid: u32, probed: &[(u64, u64)]) -> Result<Vec<Found>, Status> {
     use std::os::unix::fs::MetadataExt;
     let mut maps = String::new();
@@ -691,14 +694,22 @@ fn libssl_files_of(pid: u32, probed: &[(u64, u64)]) -> Result<Vec<Found>, Status
         return Err(Status::NoProcess);
     }
     let (mut found, mut why) = (Vec::new(), Status::Nothing);
-    for path in libssl_paths(&maps) {
-        let f = match std::fs::File::open(format!("/proc/{pid}/root{path}")) {
-            Ok(f) => f,
-            Err(e) => {
-                why = status_of(e).0;
-                continue;
-            }
-        };
+    for m in libssl_paths(&maps) {
+        let path = m.path;
+        // The mapped file itself (`map_files`, CAP_SYS_ADMIN): the path in the maps is the
+        // one the reader sees, which for a chroot below the host's root is not the path
+        // under the process's root. Else by that path under the process's own root (a
+        // container's files in its mount namespace).
+        let f =
+            match std::fs::File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
+                .or_else(|_| std::fs::File::open(format!("/proc/{pid}/root{path}")))
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    why = status_of(e).0;
+                    continue;
+                }
+            };
         let Ok(m) = f.metadata() else { continue };
         let id = (m.dev(), m.ino());
         if probed.contains(&id) || found.iter().any(|(_, i, _)| *i == id) {

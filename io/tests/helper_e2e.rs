@@ -1,6 +1,7 @@
 //! The privileged helper, on the real kernel: what the agent and its helper keep of root; a
-//! client that loads its own copy of libssl after the agent started, traced through the
-//! uprobes the helper attaches; another user's `OTEL_SERVICE_NAME`, read through the
+//! client that loads its own copy of libssl after the agent started, and one in a container
+//! (mount and pid namespaces, a root of its own), traced through the uprobes the helper
+//! attaches; another user's `OTEL_SERVICE_NAME`, read through the
 //! helper while the agent runs as `nobody`; bad requests (pids that ended, a "libssl" that
 //! is no ELF file, a flood of execs); and the two dying in either order.
 
@@ -140,6 +141,36 @@ fn late_libssl(test: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Run in new mount and pid namespaces: `$1` becomes the root (the host's /usr and /etc
+/// bound into it, read-only), and `python3 -c "$2"` runs there with the libssl of
+/// `/opt/box`.
+const CONTAINER: &str = r#"
+root=$1
+mount --make-rprivate /
+for d in usr etc; do mount --rbind "/$d" "$root/$d"; mount -o remount,bind,ro "$root/$d"; done
+exec chroot "$root" /usr/bin/env LD_LIBRARY_PATH=/opt/box /usr/bin/python3 -c "$2"
+"#;
+
+/// A container's root: empty directories for /usr and /etc, the merged-/usr links, and
+/// the libssl copy at /opt/box.
+fn container_root(test: &str, libs: &std::path::Path) -> std::path::PathBuf {
+    let root = scratch(test, "box-root");
+    for d in ["usr", "etc", "tmp", "opt/box"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for (link, to) in [
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+        ("bin", "usr/bin"),
+    ] {
+        let _ = std::os::unix::fs::symlink(to, root.join(link));
+    }
+    for lib in ["libssl.so.3", "libcrypto.so.3"] {
+        std::fs::copy(libs.join(lib), root.join("opt/box").join(lib)).unwrap();
+    }
+    root
+}
+
 #[test]
 fn a_client_with_its_own_libssl_started_later_is_traced_and_bad_requests_are_counted() {
     assert!(is_root(), "this test loads eBPF programs: run it as root");
@@ -153,6 +184,7 @@ fn a_client_with_its_own_libssl_started_later_is_traced_and_bad_requests_are_cou
         ssl_certificate {d}/cert.pem;
         ssl_certificate_key {d}/key.pem;
         location /late/ {{ return 200 "late\n"; }}
+        location /box/ {{ return 200 "box\n"; }}
     }}"#
         )
     });
@@ -210,6 +242,21 @@ c.close()
         .status()
         .unwrap();
     assert!(ok.success(), "the late client failed");
+    // The same from a container started later: its own mount and pid namespaces and root,
+    // where its libssl is `/opt/box/libssl.so.3`, a path the host does not have. The
+    // helper finds the file through the process's `/proc/PID/root`.
+    let root = container_root(test, &libs);
+    assert!(!std::path::Path::new("/opt/box").exists());
+    let boxed = client.replace("/late/", "/box/");
+    let ok = Command::new("unshare")
+        .args(["--mount", "--pid", "--fork", "--", "sh", "-euc"])
+        .arg(CONTAINER)
+        .arg("container")
+        .arg(&root)
+        .arg(&boxed)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "the container's client failed");
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", holder.id())).unwrap();
     assert!(
         maps.contains(fake.to_str().unwrap()),
@@ -227,25 +274,32 @@ c.close()
 
     let p = nginx.tls_port.to_string();
     let all = spans(&requests);
-    let client_spans: Vec<&SpanSeen> = all
-        .iter()
-        .filter(|s| s.kind == "SPAN_KIND_CLIENT" && s.attr("server.port") == Some(p.as_str()))
-        .collect();
-    assert_eq!(
-        client_spans.len(),
-        5,
-        "client spans: {client_spans:#?}\n{log}"
-    );
-    for s in &client_spans {
-        assert_eq!(s.attr("url.scheme"), Some("https"), "{s:?}");
-        assert_eq!(s.process(), "python3");
-        assert_eq!(s.attr("http.response.status_code"), Some("200"));
+    for prefix in ["/late/", "/box/"] {
+        let client_spans: Vec<&SpanSeen> = all
+            .iter()
+            .filter(|s| {
+                s.kind == "SPAN_KIND_CLIENT"
+                    && s.attr("server.port") == Some(p.as_str())
+                    && s.attr("url.path").is_some_and(|u| u.starts_with(prefix))
+            })
+            .collect();
+        assert_eq!(
+            client_spans.len(),
+            5,
+            "{prefix} client spans: {client_spans:#?}\n{log}"
+        );
+        for s in &client_spans {
+            assert_eq!(s.attr("url.scheme"), Some("https"), "{s:?}");
+            assert_eq!(s.process(), "python3");
+            assert_eq!(s.attr("http.response.status_code"), Some("200"));
+        }
     }
     let server = all
         .iter()
         .filter(|s| s.kind == "SPAN_KIND_SERVER" && s.attr("server.port") == Some(p.as_str()))
         .count();
-    assert_eq!(server, 5, "nginx's libssl was probed at start-up");
+    assert_eq!(server, 10, "nginx's libssl was probed at start-up");
+
     assert!(helper_answers(&requests, "attach_tls", "ok") >= 1);
     assert!(
         helper_answers(&requests, "attach_tls", "not_elf") >= 1,
