@@ -16,7 +16,7 @@ DEB_PKGS=(
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross gcc-aarch64-linux-gnu qemu-user-static bc file
   libc6-dev-arm64-cross systemd openssl nginx curl wrk buildah redis-server redis-tools mosquitto mosquitto-clients
   postgresql python3-psycopg mariadb-server mariadb-client libdbd-mariadb-perl dnsmasq bind9-dnsutils
-  nghttp2-client bpftool bpftrace
+  nghttp2-client bpftool bpftrace qemu-system-arm qemu-system-x86 cpio
   rabbitmq-server golang-go nodejs openjdk-17-jdk-headless
 )
 missing=()

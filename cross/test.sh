@@ -32,7 +32,10 @@ step "cross: static aarch64/armv7/x86_64 builds, their tests under qemu-user, si
 bash cross/cross.sh
 
 step "arm64: every program on Debian's arm64 kernel under qemu-system-aarch64"
-timeout 900 bash cross/arm64-vm.sh
+timeout 900 bash cross/vm.sh arm64
+
+step "x86_64: every program on Debian's amd64 kernel (6.1) under qemu-system-x86_64"
+timeout 600 bash cross/vm.sh x86_64
 
 step "packaging: systemd unit, Kubernetes manifest, Helm chart, multi-arch image"
 "$HOME/.cache/telegen/venv/bin/python" cross/packaging/validate.py "$PWD/target/release/telegen"

@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 server for the arm64 VM run (cross/arm64-vm.sh): it reads each
+//! A minimal HTTP/1.1 server for the VM runs (cross/vm.sh): it reads each
 //! request on the descriptor it accepted and answers on the same one, as most servers do
 //! (busybox httpd answers on a duplicate, descriptor 1, which telegen does not follow).
 //! Usage: httpd PORT
