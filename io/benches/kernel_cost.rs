@@ -5,7 +5,9 @@
 //! (`--capture-join socket`, Linux 6.4+, and `descriptor`, what older kernels get), with the
 //! kernel's per-program statistics on (`sysctl kernel.bpf_stats_enabled=1`); then once under
 //! bpftrace with an empty program on each of the same tracepoints: the floor, what any
-//! program there costs. Reports, per program, the runs and nanoseconds per request, and the
+//! program there costs; then the floor of raw tracepoints (`raw_syscalls:sys_enter` and
+//! `sys_exit`, empty, and reading the arguments a capture needs), the design issue 15 asks
+//! to weigh. Reports, per program, the runs and nanoseconds per request, and the
 //! totals. Run as root: `cargo bench -p telegen --bench kernel_cost`
 //! (`TELEGEN_BENCH_REQUESTS`, default 20000; `TELEGEN_BENCH_RPS`, default 2000 in all).
 
@@ -90,6 +92,56 @@ fn floor(url: &str, requests: u64, rps: u64, hooks: &[String]) -> (Stats, u64) {
     (delta(&s1, &s0), ok)
 }
 
+/// The agent's kernel object: the benchmark floors' raw tracepoint programs are in it
+/// (`ebpf/programs/src/floor.rs`), never loaded by the agent.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/telegen-ebpf"));
+
+/// The raw-tracepoint floor: `enter`/`exit` on `raw_syscalls:sys_enter`/`sys_exit` (every
+/// system call of every process runs them) and an empty program on each other tracepoint
+/// of `hooks`.
+fn raw_floor(
+    url: &str,
+    requests: u64,
+    rps: u64,
+    hooks: &[String],
+    (enter, exit): (&str, &str),
+) -> (Stats, u64) {
+    use aya::programs::RawTracePoint;
+    let before = ids();
+    let mut ebpf = aya::EbpfLoader::new()
+        .load(OBJECT)
+        .expect("the agent's kernel object loads");
+    for (prog, points) in [
+        (enter, vec!["sys_enter".to_string()]),
+        (exit, vec!["sys_exit".to_string()]),
+        (
+            "floor_raw_other",
+            hooks
+                .iter()
+                .filter(|h| !h.starts_with("syscalls:"))
+                .map(|h| h.split(':').nth(1).unwrap_or(h).to_string())
+                .collect(),
+        ),
+    ] {
+        let p: &mut RawTracePoint = ebpf
+            .program_mut(prog)
+            .unwrap_or_else(|| panic!("{prog} in the object"))
+            .try_into()
+            .unwrap();
+        p.load().unwrap_or_else(|e| panic!("{prog}: {e}"));
+        for point in points {
+            p.attach(&point)
+                .unwrap_or_else(|e| panic!("{prog} on {point}: {e}"));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let s0 = stats_of_new(&before);
+    let ok = load(url, requests, rps);
+    let s1 = stats_of_new(&before);
+    drop(ebpf);
+    (delta(&s1, &s0), ok)
+}
+
 /// The tracepoints (group:name) the agent's programs attach to, from its log.
 fn hooks_of(log: &str) -> Vec<String> {
     let list = log
@@ -153,6 +205,20 @@ fn main() {
     hooks.extend(descriptor_hooks);
     let hooks: Vec<String> = hooks.into_iter().collect();
     let (empty, n_empty) = floor(&url, requests, rps, &hooks);
+    let (raw, n_raw) = raw_floor(
+        &url,
+        requests,
+        rps,
+        &hooks,
+        ("floor_raw_enter", "floor_raw_exit"),
+    );
+    let (raw_args, n_raw_args) = raw_floor(
+        &url,
+        requests,
+        rps,
+        &hooks,
+        ("floor_raw_args_enter", "floor_raw_args_exit"),
+    );
     // SAFETY: signalling our own child.
     unsafe { libc::kill(nginx.id() as i32, libc::SIGTERM) };
     let _ = nginx.wait();
@@ -197,5 +263,14 @@ fn main() {
         "| floor: an empty bpftrace program on each of the {} tracepoints | {} | |",
         hooks.len(),
         total(&empty, n_empty)
+    );
+    let others = hooks.iter().filter(|h| !h.starts_with("syscalls:")).count();
+    println!(
+        "| raw tracepoints: empty programs on sys_enter and sys_exit (every call) and the {others} others | {} | |",
+        total(&raw, n_raw)
+    );
+    println!(
+        "| raw tracepoints: the same, reading a traced call's number and three arguments from pt_regs | {} | |",
+        total(&raw_args, n_raw_args)
     );
 }

@@ -11,6 +11,8 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod floor;
+
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read, bpf_probe_read_user},
